@@ -1,0 +1,276 @@
+//! The device configuration (one TOML file, see config/peercom.toml). Parsing keeps source spans
+//! so every error, syntactic or semantic, is reported as `file:line:col: reason`.
+mod error;
+mod schema;
+
+pub use error::ConfigError;
+pub use schema::*;
+
+use crate::identity::DeviceId;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use toml::Spanned;
+
+/// A validated configuration, ready for the runtime.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub path: PathBuf,
+    pub name: String,
+    pub key_path: PathBuf,
+    pub listen: SocketAddr,
+    pub control: PathBuf,
+    pub contacts: Vec<Contact>,
+    pub answer_button: Option<u8>,
+    pub reject_button: Option<u8>,
+    pub bootstrap: Vec<String>,
+    pub call: CallSettings,
+    pub media: MediaSettings,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Contact {
+    pub name: String,
+    pub button: Option<u8>,
+    pub devices: Vec<ContactDevice>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContactDevice {
+    pub id: DeviceId,
+    pub addr: Option<SocketAddr>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CallSettings {
+    pub no_answer_timeout: Duration,
+    pub peer_timeout: Duration,
+    pub auto_answer: bool,
+}
+
+impl Default for CallSettings {
+    fn default() -> Self {
+        CallSettings {
+            no_answer_timeout: Duration::from_secs(30),
+            peer_timeout: Duration::from_secs(10),
+            auto_answer: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MediaSettings {
+    pub width: u16,
+    pub height: u16,
+    pub fps: u8,
+    pub video_kbps_min: u32,
+    pub video_kbps_max: u32,
+    pub audio_frame_ms: u8,
+}
+
+impl Default for MediaSettings {
+    fn default() -> Self {
+        MediaSettings {
+            width: 640,
+            height: 480,
+            fps: 30,
+            video_kbps_min: 150,
+            video_kbps_max: 1500,
+            audio_frame_ms: 20,
+        }
+    }
+}
+
+impl Config {
+    /// Reads, parses and validates `path` (including that the key file exists).
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::io(path, e))?;
+        Self::parse(path, &text, true)
+    }
+
+    /// Parses `text` as if read from `path`; `check_key` also requires the key file to exist.
+    pub fn parse(path: &Path, text: &str, check_key: bool) -> Result<Config, ConfigError> {
+        let at = |span: std::ops::Range<usize>, msg: String| ConfigError::at(path, text, span.start, msg);
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let start = e.span().map(|s| s.start).unwrap_or(0);
+            ConfigError::at(path, text, start, e.message().trim().to_string())
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let d = &raw.device;
+
+        let name = d.name.get_ref().trim().to_string();
+        if name.is_empty() || name.len() > 64 {
+            return Err(at(d.name.span(), "device name must be 1 to 64 characters".into()));
+        }
+        let key_path = base.join(d.key.get_ref());
+        if check_key && !key_path.exists() {
+            return Err(at(
+                d.key.span(),
+                format!("key file {} does not exist (create it with `peercom keygen --out {}`)", key_path.display(), key_path.display()),
+            ));
+        }
+        let listen = parse_addr(&d.listen).map_err(|m| at(d.listen.span(), m))?;
+        let control = match &d.control {
+            Some(c) => base.join(c.get_ref()),
+            None => PathBuf::from("/run/peercom/control.sock"),
+        };
+
+        let mut contacts = Vec::with_capacity(raw.contact.len());
+        let mut buttons: HashMap<u8, String> = HashMap::new();
+        let mut keys: HashMap<DeviceId, String> = HashMap::new();
+        let mut names: HashMap<String, ()> = HashMap::new();
+        for c in &raw.contact {
+            let cname = c.name.get_ref().trim().to_string();
+            if cname.is_empty() || cname.len() > 64 {
+                return Err(at(c.name.span(), "contact name must be 1 to 64 characters".into()));
+            }
+            if names.insert(cname.to_lowercase(), ()).is_some() {
+                return Err(at(c.name.span(), format!("duplicate contact name \"{cname}\"")));
+            }
+            let button = match &c.button {
+                Some(b) => {
+                    let n = button_number(b).map_err(|m| at(b.span(), m))?;
+                    if let Some(other) = buttons.insert(n, cname.clone()) {
+                        return Err(at(b.span(), format!("button {n} is already used by contact \"{other}\"")));
+                    }
+                    Some(n)
+                }
+                None => None,
+            };
+            if c.device.is_empty() {
+                return Err(at(c.name.span(), format!("contact \"{cname}\" has no [[contact.device]] with a key")));
+            }
+            let mut devices = Vec::with_capacity(c.device.len());
+            for dev in &c.device {
+                let id = DeviceId::parse(dev.key.get_ref()).map_err(|e| at(dev.key.span(), format!("bad device key: {e}")))?;
+                if let Some(other) = keys.insert(id, cname.clone()) {
+                    return Err(at(dev.key.span(), format!("this key is already listed for contact \"{other}\"")));
+                }
+                let addr = match &dev.addr {
+                    Some(a) => Some(parse_addr(a).map_err(|m| at(a.span(), m))?),
+                    None => None,
+                };
+                devices.push(ContactDevice { id, addr });
+            }
+            contacts.push(Contact { name: cname, button, devices });
+        }
+
+        let mut answer_button = None;
+        let mut reject_button = None;
+        if let Some(b) = &raw.buttons {
+            for (slot, value, what) in [(&mut answer_button, &b.answer, "answer"), (&mut reject_button, &b.reject, "reject")] {
+                if let Some(v) = value {
+                    let n = button_number(v).map_err(|m| at(v.span(), m))?;
+                    if let Some(other) = buttons.insert(n, format!("the {what} function")) {
+                        return Err(at(v.span(), format!("button {n} is already used by {other}")));
+                    }
+                    *slot = Some(n);
+                }
+            }
+        }
+
+        let mut call = CallSettings::default();
+        if let Some(c) = &raw.call {
+            if let Some(v) = &c.no_answer_timeout_s {
+                call.no_answer_timeout = seconds(v, 1, 600).map_err(|m| at(v.span(), m))?;
+            }
+            if let Some(v) = &c.peer_timeout_s {
+                call.peer_timeout = seconds(v, 1, 300).map_err(|m| at(v.span(), m))?;
+            }
+            call.auto_answer = c.auto_answer.unwrap_or(false);
+        }
+
+        let mut media = MediaSettings::default();
+        if let Some(m) = &raw.media {
+            if let Some(v) = &m.width {
+                media.width = in_range(v, 160, 1920, "width").map_err(|m| at(v.span(), m))? as u16;
+            }
+            if let Some(v) = &m.height {
+                media.height = in_range(v, 120, 1080, "height").map_err(|m| at(v.span(), m))? as u16;
+            }
+            if let Some(v) = &m.fps {
+                media.fps = in_range(v, 1, 60, "fps").map_err(|m| at(v.span(), m))? as u8;
+            }
+            if let Some(v) = &m.video_kbps_min {
+                media.video_kbps_min = in_range(v, 50, 20_000, "video_kbps_min").map_err(|m| at(v.span(), m))? as u32;
+            }
+            if let Some(v) = &m.video_kbps_max {
+                media.video_kbps_max = in_range(v, 50, 20_000, "video_kbps_max").map_err(|m| at(v.span(), m))? as u32;
+                if media.video_kbps_max < media.video_kbps_min {
+                    return Err(at(v.span(), "video_kbps_max is below video_kbps_min".into()));
+                }
+            }
+            if let Some(v) = &m.audio_frame_ms {
+                if *v.get_ref() != 10 && *v.get_ref() != 20 {
+                    return Err(at(v.span(), "audio_frame_ms must be 10 or 20".into()));
+                }
+                media.audio_frame_ms = *v.get_ref() as u8;
+            }
+        }
+
+        let mut bootstrap = Vec::new();
+        if let Some(n) = &raw.network {
+            for b in &n.bootstrap {
+                let s = b.get_ref().trim();
+                if !s.contains(':') || s.rsplit(':').next().and_then(|p| p.parse::<u16>().ok()).is_none() {
+                    return Err(at(b.span(), "bootstrap node must be host:port".into()));
+                }
+                bootstrap.push(s.to_string());
+            }
+        }
+
+        Ok(Config {
+            path: path.to_path_buf(),
+            name,
+            key_path,
+            listen,
+            control,
+            contacts,
+            answer_button,
+            reject_button,
+            bootstrap,
+            call,
+            media,
+        })
+    }
+
+    pub fn contact_for_button(&self, button: u8) -> Option<usize> {
+        self.contacts.iter().position(|c| c.button == Some(button))
+    }
+
+    pub fn contact_by_name(&self, name: &str) -> Option<usize> {
+        self.contacts.iter().position(|c| c.name.eq_ignore_ascii_case(name))
+    }
+}
+
+fn parse_addr(v: &Spanned<String>) -> Result<SocketAddr, String> {
+    v.get_ref()
+        .trim()
+        .parse()
+        .map_err(|_| format!("\"{}\" is not an IP:port address (e.g. \"192.168.1.20:7600\")", v.get_ref()))
+}
+
+fn button_number(v: &Spanned<i64>) -> Result<u8, String> {
+    let n = *v.get_ref();
+    if !(0..=63).contains(&n) {
+        return Err(format!("button must be a number from 0 to 63, not {n}"));
+    }
+    Ok(n as u8)
+}
+
+fn in_range(v: &Spanned<i64>, lo: i64, hi: i64, what: &str) -> Result<i64, String> {
+    let x = *v.get_ref();
+    if x < lo || x > hi {
+        return Err(format!("{what} must be between {lo} and {hi}"));
+    }
+    Ok(x)
+}
+
+fn seconds(v: &Spanned<i64>, lo: i64, hi: i64) -> Result<Duration, String> {
+    let n = *v.get_ref();
+    if n < lo || n > hi {
+        return Err(format!("must be between {lo} and {hi} seconds"));
+    }
+    Ok(Duration::from_secs(n as u64))
+}

@@ -1,0 +1,7 @@
+//! peercom: a peer-to-peer video intercom. Protocol logic lives in sans-IO state machines
+//! (`session`, `call`, `device`); `runtime` drives them with real sockets and clocks.
+pub mod config;
+pub mod identity;
+pub mod session;
+pub mod util;
+pub mod wire;

@@ -1,0 +1,555 @@
+//! The sans-IO session endpoint: owns every session of a device, turns datagrams into session
+//! events and messages into datagrams. No sockets, threads or clocks: time is an input.
+//!
+//! Drive it like this: after every `handle_*` call, drain `poll_transmit` and `poll_event`, then
+//! arm a timer for `poll_timeout` and call `handle_timeout` when it fires.
+use super::handshake::{self, Initiator, TransportKeys};
+use super::transport::{MAX_PLAINTEXT, OpenError, Transport};
+use crate::identity::{DeviceId, DeviceKey};
+use crate::util::log::RateLimit;
+use crate::util::rng::Rng;
+use crate::wire::{INIT_NOISE_LEN, MAX_DATAGRAM, Message, Packet, RESP_NOISE_LEN};
+use serde::Serialize;
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, Copy)]
+pub struct EndpointConfig {
+    pub max_sessions: usize,
+    pub queue_len: usize,
+    pub handshake_retry: Duration,
+    pub handshake_timeout: Duration,
+    /// Passive keepalive: sent when data arrived but we have sent nothing for this long.
+    pub keepalive: Duration,
+    /// A session that receives nothing for this long is closed.
+    pub session_timeout: Duration,
+    pub rekey_after: Duration,
+    pub unknown_log_window: Duration,
+}
+
+impl Default for EndpointConfig {
+    fn default() -> Self {
+        EndpointConfig {
+            max_sessions: 32,
+            queue_len: 64,
+            handshake_retry: Duration::from_millis(250),
+            handshake_timeout: Duration::from_secs(5),
+            keepalive: Duration::from_secs(10),
+            session_timeout: Duration::from_secs(30),
+            rekey_after: Duration::from_secs(120),
+            unknown_log_window: Duration::from_secs(60),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionEvent {
+    /// A session to `peer` is ready for messages (both sides hold the keys).
+    Established(DeviceId),
+    Message(DeviceId, Message),
+    /// The handshake to `peer` got no answer in time.
+    Failed(DeviceId),
+    /// The session to `peer` went silent and was dropped.
+    Closed(DeviceId),
+    /// An unknown device was refused (rate-limited: `suppressed` refusals were not reported).
+    Refused { caller: DeviceId, suppressed: u64 },
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct Counters {
+    pub rx_packets: u64,
+    pub tx_packets: u64,
+    pub dropped_malformed: u64,
+    pub dropped_replay: u64,
+    pub dropped_too_old: u64,
+    pub dropped_auth: u64,
+    pub dropped_unknown_session: u64,
+    pub dropped_tx_queue_full: u64,
+    pub refused_unknown_peer: u64,
+    pub handshake_failed: u64,
+    pub sessions_evicted: u64,
+    pub rekeys: u64,
+}
+
+const INIT_LEN: usize = 6 + INIT_NOISE_LEN;
+const RESP_LEN: usize = 10 + RESP_NOISE_LEN;
+
+enum State {
+    /// Transient, while a slot's state is being replaced.
+    Vacant,
+    Initiating {
+        hs: Initiator,
+        packet: [u8; INIT_LEN],
+        next_retry: Instant,
+        gap: Duration,
+    },
+    Established {
+        transport: Box<Transport>,
+        /// The responder keeps the initiator's ephemeral key and its reply, to answer a
+        /// retransmitted message 1 without a second handshake.
+        resp: Option<([u8; 32], [u8; RESP_LEN])>,
+        confirmed: bool,
+    },
+}
+
+struct Slot {
+    peer: DeviceId,
+    addr: SocketAddr,
+    local_idx: u32,
+    remote_idx: u32,
+    state: State,
+    created: Instant,
+    last_rx: Instant,
+    last_data_rx: Instant,
+    last_tx: Instant,
+    confirmed_at: Option<Instant>,
+}
+
+impl Slot {
+    fn confirmed(&self) -> bool {
+        matches!(self.state, State::Established { confirmed: true, .. })
+    }
+}
+
+struct Datagram {
+    dst: SocketAddr,
+    len: usize,
+    data: [u8; MAX_DATAGRAM],
+}
+
+pub struct Endpoint {
+    key: DeviceKey,
+    allowed: Vec<DeviceId>,
+    cfg: EndpointConfig,
+    slots: Vec<Option<Slot>>,
+    tx: VecDeque<Datagram>,
+    events: VecDeque<SessionEvent>,
+    counters: Counters,
+    rng: Rng,
+    unknown_log: RateLimit,
+}
+
+impl Endpoint {
+    pub fn new(key: DeviceKey, allowed: Vec<DeviceId>, cfg: EndpointConfig, rng: Rng) -> Self {
+        Endpoint {
+            key,
+            allowed,
+            slots: (0..cfg.max_sessions).map(|_| None).collect(),
+            tx: VecDeque::with_capacity(cfg.queue_len),
+            events: VecDeque::with_capacity(cfg.max_sessions * 4),
+            counters: Counters::default(),
+            rng,
+            unknown_log: RateLimit::new(cfg.unknown_log_window),
+            cfg,
+        }
+    }
+
+    pub fn id(&self) -> DeviceId {
+        self.key.id()
+    }
+
+    pub fn counters(&self) -> Counters {
+        let mut c = self.counters;
+        for s in self.slots.iter().flatten() {
+            if let State::Established { transport, .. } = &s.state {
+                c.rekeys += transport.rekeys;
+            }
+        }
+        c
+    }
+
+    pub fn is_established(&self, peer: &DeviceId) -> bool {
+        self.best(peer).is_some()
+    }
+
+    /// When anything was last heard from `peer` on any session.
+    pub fn last_rx(&self, peer: &DeviceId) -> Option<Instant> {
+        self.slots.iter().flatten().filter(|s| s.peer == *peer).map(|s| s.last_rx).max()
+    }
+
+    /// Opens a session to `peer` at `addr` unless one is up or under way. An existing session
+    /// is announced again with `Established` so callers can treat both cases alike.
+    pub fn connect(&mut self, now: Instant, peer: DeviceId, addr: SocketAddr) {
+        if self.best(&peer).is_some() {
+            self.push_event(SessionEvent::Established(peer));
+            return;
+        }
+        if self
+            .slots
+            .iter()
+            .flatten()
+            .any(|s| s.peer == peer && matches!(s.state, State::Initiating { .. }))
+        {
+            return;
+        }
+        let local_idx = self.new_index();
+        let mut packet = [0u8; INIT_LEN];
+        let off = Packet::write_init_header(&mut packet, local_idx);
+        let (hs, n) = match handshake::initiate(&self.key, &peer, &mut packet[off..]) {
+            Ok(r) => r,
+            Err(_) => {
+                self.counters.handshake_failed += 1;
+                self.push_event(SessionEvent::Failed(peer));
+                return;
+            }
+        };
+        debug_assert_eq!(off + n, INIT_LEN);
+        self.queue(addr, &packet);
+        let slot = Slot {
+            peer,
+            addr,
+            local_idx,
+            remote_idx: 0,
+            state: State::Initiating { hs, packet, next_retry: now + self.cfg.handshake_retry, gap: self.cfg.handshake_retry },
+            created: now,
+            last_rx: now,
+            last_data_rx: now,
+            last_tx: now,
+            confirmed_at: None,
+        };
+        self.insert(slot);
+    }
+
+    /// Encrypts and queues `msg` on the best session to `peer`; false if there is none.
+    pub fn send(&mut self, now: Instant, peer: &DeviceId, msg: &Message) -> bool {
+        let Some(i) = self.best(peer) else { return false };
+        self.send_on(now, i, msg)
+    }
+
+    fn send_on(&mut self, now: Instant, i: usize, msg: &Message) -> bool {
+        let mut plain = [0u8; 64];
+        let Some(n) = msg.encode(&mut plain) else { return false };
+        debug_assert!(n <= MAX_PLAINTEXT);
+        let Some(slot) = self.slots[i].as_mut() else { return false };
+        let State::Established { transport, .. } = &mut slot.state else { return false };
+        let dst = slot.addr;
+        let receiver = slot.remote_idx;
+        slot.last_tx = now;
+        let Some(d) = Self::reserve(&mut self.tx, &mut self.counters, self.cfg.queue_len) else { return false };
+        match transport.seal(now, receiver, &plain[..n], &mut d.data) {
+            Some(len) => {
+                d.dst = dst;
+                d.len = len;
+                true
+            }
+            None => {
+                self.tx.pop_back();
+                false
+            }
+        }
+    }
+
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
+        self.counters.rx_packets += 1;
+        match Packet::decode(bytes) {
+            Err(_) => self.counters.dropped_malformed += 1,
+            Ok(Packet::HandshakeInit { sender, noise }) => self.on_init(now, from, sender, noise),
+            Ok(Packet::HandshakeResp { sender, receiver, noise }) => self.on_resp(now, from, sender, receiver, noise),
+            Ok(Packet::Data { receiver, epoch, counter, header, ciphertext }) => {
+                self.on_data(now, from, receiver, epoch, counter, header, ciphertext)
+            }
+        }
+    }
+
+    fn on_init(&mut self, now: Instant, from: SocketAddr, sender: u32, noise: &[u8]) {
+        // A retransmitted message 1: answer with the same reply.
+        let eph = &noise[..32];
+        let mut resend = None;
+        for s in self.slots.iter().flatten() {
+            if let State::Established { resp: Some((e, r)), .. } = &s.state {
+                if e == eph && s.remote_idx == sender {
+                    resend = Some(*r);
+                }
+            }
+        }
+        if let Some(r) = resend {
+            self.queue(from, &r);
+            return;
+        }
+        let responder = match handshake::respond(&self.key, noise) {
+            Ok(r) => r,
+            Err(_) => {
+                self.counters.handshake_failed += 1;
+                return;
+            }
+        };
+        let caller = responder.caller;
+        if !self.allowed.contains(&caller) {
+            // No reply at all: an unknown device learns nothing beyond silence.
+            self.counters.refused_unknown_peer += 1;
+            if let Some(suppressed) = self.unknown_log.allow(now) {
+                self.push_event(SessionEvent::Refused { caller, suppressed });
+            }
+            return;
+        }
+        let local_idx = self.new_index();
+        let mut packet = [0u8; RESP_LEN];
+        let off = Packet::write_resp_header(&mut packet, local_idx, sender);
+        let (n, keys) = match responder.accept(&mut packet[off..]) {
+            Ok(r) => r,
+            Err(_) => {
+                self.counters.handshake_failed += 1;
+                return;
+            }
+        };
+        debug_assert_eq!(off + n, RESP_LEN);
+        self.queue(from, &packet);
+        let mut e = [0u8; 32];
+        e.copy_from_slice(eph);
+        let slot = Slot {
+            peer: caller,
+            addr: from,
+            local_idx,
+            remote_idx: sender,
+            state: State::Established { transport: self.transport(keys, now), resp: Some((e, packet)), confirmed: false },
+            created: now,
+            last_rx: now,
+            last_data_rx: now,
+            last_tx: now,
+            confirmed_at: None,
+        };
+        self.insert(slot);
+    }
+
+    fn on_resp(&mut self, now: Instant, from: SocketAddr, sender: u32, receiver: u32, noise: &[u8]) {
+        let Some(i) = self.find(receiver) else {
+            self.counters.dropped_unknown_session += 1;
+            return;
+        };
+        let Some(mut slot) = self.slots[i].take() else { return };
+        let state = std::mem::replace(&mut slot.state, State::Vacant);
+        let State::Initiating { hs, .. } = state else {
+            // A duplicate reply for a finished handshake.
+            slot.state = state;
+            self.slots[i] = Some(slot);
+            self.counters.dropped_replay += 1;
+            return;
+        };
+        match hs.finish(noise) {
+            Ok(keys) => {
+                slot.state = State::Established { transport: self.transport(keys, now), resp: None, confirmed: true };
+                slot.addr = from;
+                slot.remote_idx = sender;
+                slot.last_rx = now;
+                slot.confirmed_at = Some(now);
+                let peer = slot.peer;
+                self.slots[i] = Some(slot);
+                // Confirms the session to the responder right away.
+                self.send_on(now, i, &Message::Keepalive);
+                self.push_event(SessionEvent::Established(peer));
+            }
+            Err(_) => {
+                // A forged or corrupted reply used up the handshake state. Start a fresh one
+                // within the same overall deadline, so a forgery cannot abort the call.
+                self.counters.handshake_failed += 1;
+                self.connect(now, slot.peer, slot.addr);
+                if let Some(j) = self.slots.iter().position(|s| {
+                    s.as_ref().is_some_and(|s| s.peer == slot.peer && matches!(s.state, State::Initiating { .. }))
+                }) {
+                    if let Some(s) = self.slots[j].as_mut() {
+                        s.created = slot.created;
+                    }
+                }
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_data(&mut self, now: Instant, from: SocketAddr, receiver: u32, epoch: u8, counter: u64, header: &[u8], ct: &[u8]) {
+        let Some(i) = self.find(receiver) else {
+            self.counters.dropped_unknown_session += 1;
+            return;
+        };
+        let mut plain = [0u8; MAX_DATAGRAM];
+        let Some(slot) = self.slots[i].as_mut() else { return };
+        let State::Established { transport, confirmed, resp } = &mut slot.state else {
+            self.counters.dropped_unknown_session += 1;
+            return;
+        };
+        let n = match transport.open(epoch, counter, header, ct, &mut plain) {
+            Ok(n) => n,
+            Err(e) => {
+                match e {
+                    OpenError::Duplicate => self.counters.dropped_replay += 1,
+                    OpenError::TooOld => self.counters.dropped_too_old += 1,
+                    OpenError::Auth | OpenError::Epoch | OpenError::Size => self.counters.dropped_auth += 1,
+                }
+                return;
+            }
+        };
+        slot.last_rx = now;
+        // Roaming: an authenticated packet from a new address moves the session there.
+        slot.addr = from;
+        let peer = slot.peer;
+        let newly_confirmed = !*confirmed;
+        if newly_confirmed {
+            *confirmed = true;
+            *resp = None;
+            slot.confirmed_at = Some(now);
+        }
+        let msg = Message::decode(&plain[..n]);
+        if matches!(msg, Some(m) if m != Message::Keepalive) {
+            slot.last_data_rx = now;
+        }
+        if newly_confirmed {
+            self.push_event(SessionEvent::Established(peer));
+        }
+        match msg {
+            Some(Message::Keepalive) => {}
+            Some(m) => self.push_event(SessionEvent::Message(peer, m)),
+            None => self.counters.dropped_malformed += 1,
+        }
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        for i in 0..self.slots.len() {
+            let Some(slot) = self.slots[i].as_mut() else { continue };
+            let peer = slot.peer;
+            match &mut slot.state {
+                State::Initiating { packet, next_retry, gap, .. } => {
+                    if now >= slot.created + self.cfg.handshake_timeout {
+                        self.slots[i] = None;
+                        self.counters.handshake_failed += 1;
+                        self.push_event(SessionEvent::Failed(peer));
+                    } else if now >= *next_retry {
+                        *gap = (*gap * 2).min(Duration::from_secs(1));
+                        *next_retry = now + *gap;
+                        let (dst, p) = (slot.addr, *packet);
+                        self.queue(dst, &p);
+                    }
+                }
+                State::Vacant => self.slots[i] = None,
+                State::Established { confirmed, .. } => {
+                    let confirmed = *confirmed;
+                    if !confirmed && now >= slot.created + self.cfg.handshake_timeout {
+                        self.slots[i] = None;
+                    } else if now >= slot.last_rx + self.cfg.session_timeout {
+                        self.slots[i] = None;
+                        if !self.slots.iter().flatten().any(|s| s.peer == peer && s.confirmed()) {
+                            self.push_event(SessionEvent::Closed(peer));
+                        }
+                    } else if confirmed && slot.last_data_rx > slot.last_tx && now >= slot.last_tx + self.cfg.keepalive {
+                        self.send_on(now, i, &Message::Keepalive);
+                    }
+                }
+            }
+        }
+    }
+
+    pub fn poll_transmit(&mut self, buf: &mut [u8]) -> Option<(SocketAddr, usize)> {
+        let d = self.tx.pop_front()?;
+        let n = d.len.min(buf.len());
+        buf[..n].copy_from_slice(&d.data[..n]);
+        self.counters.tx_packets += 1;
+        Some((d.dst, n))
+    }
+
+    pub fn poll_event(&mut self) -> Option<SessionEvent> {
+        self.events.pop_front()
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let mut t: Option<Instant> = None;
+        let mut at = |x: Instant| t = Some(t.map_or(x, |y| y.min(x)));
+        for s in self.slots.iter().flatten() {
+            match &s.state {
+                State::Initiating { next_retry, .. } => {
+                    at(*next_retry);
+                    at(s.created + self.cfg.handshake_timeout);
+                }
+                State::Vacant => {}
+                State::Established { confirmed, .. } => {
+                    if !*confirmed {
+                        at(s.created + self.cfg.handshake_timeout);
+                    }
+                    at(s.last_rx + self.cfg.session_timeout);
+                    if *confirmed && s.last_data_rx > s.last_tx {
+                        at(s.last_tx + self.cfg.keepalive);
+                    }
+                }
+            }
+        }
+        t
+    }
+
+    // ---- internals ----
+
+    fn transport(&self, keys: TransportKeys, now: Instant) -> Box<Transport> {
+        let mut keys = keys;
+        let t = Box::new(Transport::new(keys.send, keys.recv, now, self.cfg.rekey_after));
+        zeroize::Zeroize::zeroize(&mut keys.send);
+        zeroize::Zeroize::zeroize(&mut keys.recv);
+        t
+    }
+
+    /// The session to send on: the most recently confirmed one.
+    fn best(&self, peer: &DeviceId) -> Option<usize> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.as_ref().map(|s| (i, s)))
+            .filter(|(_, s)| s.peer == *peer && s.confirmed())
+            .max_by_key(|(_, s)| s.confirmed_at)
+            .map(|(i, _)| i)
+    }
+
+    fn find(&self, local_idx: u32) -> Option<usize> {
+        self.slots.iter().position(|s| s.as_ref().is_some_and(|s| s.local_idx == local_idx))
+    }
+
+    fn new_index(&mut self) -> u32 {
+        loop {
+            let i = self.rng.next_u32();
+            if i != 0 && self.find(i).is_none() {
+                return i;
+            }
+        }
+    }
+
+    fn insert(&mut self, slot: Slot) {
+        let i = match self.slots.iter().position(Option::is_none) {
+            Some(i) => i,
+            None => {
+                // Full: evict an unconfirmed responder first, else the longest-silent session.
+                self.counters.sessions_evicted += 1;
+                let unconfirmed = self.slots.iter().position(|s| {
+                    s.as_ref().is_some_and(|s| matches!(s.state, State::Established { confirmed: false, .. }))
+                });
+                unconfirmed.unwrap_or_else(|| {
+                    self.slots
+                        .iter()
+                        .enumerate()
+                        .min_by_key(|(_, s)| s.as_ref().map(|s| s.last_rx))
+                        .map(|(i, _)| i)
+                        .unwrap_or(0)
+                })
+            }
+        };
+        self.slots[i] = Some(slot);
+    }
+
+    fn reserve<'a>(tx: &'a mut VecDeque<Datagram>, counters: &mut Counters, cap: usize) -> Option<&'a mut Datagram> {
+        if tx.len() >= cap {
+            // Drop the oldest: fresh packets matter more than stale ones.
+            tx.pop_front();
+            counters.dropped_tx_queue_full += 1;
+        }
+        tx.push_back(Datagram { dst: SocketAddr::from(([0, 0, 0, 0], 0)), len: 0, data: [0u8; MAX_DATAGRAM] });
+        tx.back_mut()
+    }
+
+    fn queue(&mut self, dst: SocketAddr, bytes: &[u8]) {
+        if let Some(d) = Self::reserve(&mut self.tx, &mut self.counters, self.cfg.queue_len) {
+            d.dst = dst;
+            d.len = bytes.len();
+            d.data[..bytes.len()].copy_from_slice(bytes);
+        }
+    }
+
+    fn push_event(&mut self, e: SessionEvent) {
+        if self.events.len() < self.events.capacity() {
+            self.events.push_back(e);
+        }
+    }
+}

@@ -1,0 +1,7 @@
+//! On-the-wire formats. Every datagram is at most `MAX_DATAGRAM` bytes and starts with a packet
+//! type byte and a version byte. Decoders are total: malformed input is an `Err`, never a panic.
+mod message;
+mod packet;
+
+pub use message::{CallId, EndReason, Message};
+pub use packet::{DATA_HEADER_LEN, DecodeError, INIT_NOISE_LEN, MAX_DATAGRAM, Packet, PacketType, RESP_NOISE_LEN, VERSION};
