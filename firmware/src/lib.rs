@@ -1,7 +1,10 @@
 //! peercom: a peer-to-peer video intercom. Protocol logic lives in sans-IO state machines
 //! (`session`, `call`, `device`); `runtime` drives them with real sockets and clocks.
+pub mod call;
 pub mod config;
+pub mod device;
 pub mod identity;
 pub mod session;
+pub mod sim;
 pub mod util;
 pub mod wire;

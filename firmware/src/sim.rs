@@ -1,0 +1,178 @@
+//! A deterministic network simulator: many device cores exchange datagrams in virtual time, with
+//! configurable latency and loss. Same seed, same run — any failure replays exactly.
+use crate::config::{CallSettings, Config, Contact, ContactDevice, MediaSettings};
+use crate::device::{Command, Device, DeviceError, DeviceEvent, Input};
+use crate::identity::{DeviceId, DeviceKey};
+use crate::session::EndpointConfig;
+use crate::util::rng::Rng;
+use crate::wire::MAX_DATAGRAM;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+pub struct SimNode {
+    pub addr: SocketAddr,
+    pub device: Device,
+    pub events: Vec<(Duration, DeviceEvent)>,
+    pub online: bool,
+}
+
+/// A datagram as it crossed the simulated wire.
+#[derive(Debug, Clone)]
+pub struct Sent {
+    pub at: Duration,
+    pub from: SocketAddr,
+    pub to: SocketAddr,
+    pub bytes: Vec<u8>,
+}
+
+type InFlight = Reverse<(Instant, u64, SocketAddr, SocketAddr, Vec<u8>)>;
+
+pub struct SimNet {
+    pub start: Instant,
+    pub now: Instant,
+    pub nodes: Vec<SimNode>,
+    pub latency: Duration,
+    /// Loss probability in parts per million.
+    pub loss_ppm: u32,
+    pub wire: Vec<Sent>,
+    inflight: BinaryHeap<InFlight>,
+    seq: u64,
+    rng: Rng,
+}
+
+/// A device key from a small number, for readable tests.
+pub fn key(n: u8) -> DeviceKey {
+    DeviceKey::from_seed([n; 32])
+}
+
+pub fn sim_addr(n: u8) -> SocketAddr {
+    SocketAddr::from(([10, 0, 0, n], 7600))
+}
+
+/// A config for device `n` whose contacts are `(name, button, device numbers)`.
+pub fn sim_config(n: u8, name: &str, contacts: &[(&str, Option<u8>, &[u8])], call: CallSettings) -> Config {
+    Config {
+        path: PathBuf::from("sim.toml"),
+        name: name.to_string(),
+        key_path: PathBuf::from("sim.key"),
+        listen: sim_addr(n),
+        control: PathBuf::from("sim.sock"),
+        contacts: contacts
+            .iter()
+            .map(|(cname, button, devs)| Contact {
+                name: cname.to_string(),
+                button: *button,
+                devices: devs.iter().map(|d| ContactDevice { id: key(*d).id(), addr: Some(sim_addr(*d)) }).collect(),
+            })
+            .collect(),
+        answer_button: Some(0),
+        reject_button: None,
+        bootstrap: vec![],
+        call,
+        media: MediaSettings::default(),
+    }
+}
+
+impl SimNet {
+    pub fn new(seed: u64) -> Self {
+        let start = Instant::now();
+        SimNet {
+            start,
+            now: start,
+            nodes: Vec::new(),
+            latency: Duration::from_millis(5),
+            loss_ppm: 0,
+            wire: Vec::new(),
+            inflight: BinaryHeap::new(),
+            seq: 0,
+            rng: Rng::seeded(seed),
+        }
+    }
+
+    /// Adds device `n` (its key and address derive from `n`); returns its node index.
+    pub fn add(&mut self, n: u8, config: &Config) -> usize {
+        let dev = Device::new(config, key(n), EndpointConfig::default(), Rng::seeded(self.rng.next_u64()));
+        self.nodes.push(SimNode { addr: sim_addr(n), device: dev, events: Vec::new(), online: true });
+        self.nodes.len() - 1
+    }
+
+    pub fn id(&self, node: usize) -> DeviceId {
+        self.nodes[node].device.id()
+    }
+
+    pub fn elapsed(&self) -> Duration {
+        self.now - self.start
+    }
+
+    pub fn command(&mut self, node: usize, cmd: Command) -> Result<(), DeviceError> {
+        let now = self.now;
+        let r = self.nodes[node].device.handle_input(now, Input::Command(cmd));
+        self.drain(node);
+        r
+    }
+
+    /// Delivers raw bytes to a node as if they came from `from` (for replay/forgery tests).
+    pub fn inject(&mut self, node: usize, from: SocketAddr, bytes: &[u8]) {
+        let now = self.now;
+        self.nodes[node].device.handle_input(now, Input::Datagram { from, bytes }).ok();
+        self.drain(node);
+    }
+
+    pub fn run_for(&mut self, d: Duration) {
+        let until = self.now + d;
+        loop {
+            let next_packet = self.inflight.peek().map(|Reverse((t, ..))| *t);
+            let next_timer = self
+                .nodes
+                .iter()
+                .enumerate()
+                .filter(|(_, n)| n.online)
+                .filter_map(|(i, n)| n.device.poll_timeout().map(|t| (t, i)))
+                .min();
+            let next = match (next_packet, next_timer) {
+                (Some(p), Some((t, _))) => p.min(t),
+                (Some(p), None) => p,
+                (None, Some((t, _))) => t,
+                (None, None) => break,
+            };
+            if next > until {
+                break;
+            }
+            self.now = self.now.max(next);
+            if next_packet == Some(next) {
+                let Some(Reverse((_, _, from, to, bytes))) = self.inflight.pop() else { break };
+                if let Some(i) = self.nodes.iter().position(|n| n.addr == to && n.online) {
+                    let now = self.now;
+                    self.nodes[i].device.handle_input(now, Input::Datagram { from, bytes: &bytes }).ok();
+                    self.drain(i);
+                }
+            } else if let Some((_, i)) = next_timer {
+                let now = self.now;
+                self.nodes[i].device.handle_input(now, Input::Timeout).ok();
+                self.drain(i);
+            }
+        }
+        self.now = until;
+    }
+
+    fn drain(&mut self, i: usize) {
+        let mut buf = [0u8; MAX_DATAGRAM];
+        let at = self.elapsed();
+        while let Some((to, n)) = self.nodes[i].device.poll_transmit(&mut buf) {
+            let from = self.nodes[i].addr;
+            let bytes = buf[..n].to_vec();
+            self.wire.push(Sent { at, from, to, bytes: bytes.clone() });
+            if self.loss_ppm > 0 && (self.rng.next_u32() % 1_000_000) < self.loss_ppm {
+                continue;
+            }
+            self.seq += 1;
+            self.inflight.push(Reverse((self.now + self.latency, self.seq, from, to, bytes)));
+        }
+        while let Some(e) = self.nodes[i].device.poll_event() {
+            self.nodes[i].events.push((at, e));
+        }
+    }
+}
