@@ -1,1 +1,63 @@
+//! Hardware abstraction for peercom: what the firmware needs from a board, and its backends.
+//! Only the `sim` board exists so far; the Raspberry Pi/Linux backend (gpiocdev, V4L2, ALSA)
+//! implements the same traits.
+pub mod sim;
 
+use std::fmt;
+
+/// The LEDs an appliance has: "ready" (power/network) and "call" (ringing / in call).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Led {
+    Ready,
+    Call,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LedState {
+    Off,
+    On,
+    BlinkSlow,
+    BlinkFast,
+}
+
+impl LedState {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            LedState::Off => "off",
+            LedState::On => "on",
+            LedState::BlinkSlow => "blink-slow",
+            LedState::BlinkFast => "blink-fast",
+        }
+    }
+}
+
+/// A board's buttons report presses through this callback (button number).
+pub type ButtonSink = Box<dyn Fn(u8) + Send + Sync>;
+
+pub trait Board: Send {
+    fn kind(&self) -> &'static str;
+    /// Starts reporting button presses to `sink`. Boards whose buttons are driven from outside
+    /// (the simulator: `peercom ctl press N`) may ignore it.
+    fn start_buttons(&mut self, sink: ButtonSink) -> Result<(), BoardError>;
+    fn set_led(&mut self, led: Led, state: LedState);
+    fn led(&self, led: Led) -> LedState;
+}
+
+#[derive(Debug)]
+pub struct BoardError(pub String);
+
+impl fmt::Display for BoardError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for BoardError {}
+
+/// Opens a board by name (`--board`).
+pub fn open(kind: &str) -> Result<Box<dyn Board>, BoardError> {
+    match kind {
+        "sim" => Ok(Box::new(sim::SimBoard::default())),
+        other => Err(BoardError(format!("unknown board \"{other}\" (available: sim)"))),
+    }
+}

@@ -1,0 +1,52 @@
+//! The simulated board: buttons are pressed through the control socket, LEDs are remembered so
+//! tests and `peercom ctl status` can read them.
+use crate::{Board, BoardError, ButtonSink, Led, LedState};
+
+#[derive(Debug)]
+pub struct SimBoard {
+    ready: LedState,
+    call: LedState,
+}
+
+impl Default for SimBoard {
+    fn default() -> Self {
+        SimBoard { ready: LedState::Off, call: LedState::Off }
+    }
+}
+
+impl Board for SimBoard {
+    fn kind(&self) -> &'static str {
+        "sim"
+    }
+
+    fn start_buttons(&mut self, _sink: ButtonSink) -> Result<(), BoardError> {
+        Ok(())
+    }
+
+    fn set_led(&mut self, led: Led, state: LedState) {
+        match led {
+            Led::Ready => self.ready = state,
+            Led::Call => self.call = state,
+        }
+    }
+
+    fn led(&self, led: Led) -> LedState {
+        match led {
+            Led::Ready => self.ready,
+            Led::Call => self.call,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[test]
+    fn leds_remember_state() {
+        let mut b = crate::open("sim").unwrap();
+        assert_eq!(b.led(Led::Call), LedState::Off);
+        b.set_led(Led::Call, LedState::BlinkFast);
+        assert_eq!(b.led(Led::Call), LedState::BlinkFast);
+        assert!(crate::open("nope").is_err());
+    }
+}

@@ -1,0 +1,131 @@
+//! The control socket server (`peercom ctl` is its client). Local programs can query status,
+//! press buttons, place/answer/end calls, wait for a state and subscribe to events.
+use super::driver::DeviceHandle;
+use super::protocol::{Reply, Request};
+use crate::call::Phase;
+use crate::device::Command;
+use crate::log;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+
+const MAX_LINE: usize = 4096;
+
+/// Listens on `path` (replacing a stale socket file) and serves requests until the task ends.
+pub fn serve(path: &Path, handle: DeviceHandle) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                format!("{} is in use by another peercom", path.display()),
+            ));
+        }
+        std::fs::remove_file(path)?;
+    }
+    let listener = UnixListener::bind(path)?;
+    // Owner and group: home-automation scripts run in the peercom group.
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
+    Ok(tokio::spawn(async move {
+        loop {
+            match listener.accept().await {
+                Ok((stream, _)) => {
+                    tokio::spawn(connection(stream, handle.clone()));
+                }
+                Err(e) => log!("control socket accept failed: {e}"),
+            }
+        }
+    }))
+}
+
+pub fn parse_phase(s: &str) -> Option<Phase> {
+    [Phase::Idle, Phase::Dialing, Phase::Ringing, Phase::Incoming, Phase::InCall]
+        .into_iter()
+        .find(|p| p.as_str() == s || (s == "ready" && *p == Phase::Idle))
+}
+
+async fn connection(stream: UnixStream, handle: DeviceHandle) {
+    let (r, mut w) = stream.into_split();
+    let mut lines = BufReader::new(r.take(1 << 20)).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        if line.len() > MAX_LINE {
+            let _ = write(&mut w, &Reply::err("request too long")).await;
+            return;
+        }
+        let req: Request = match serde_json::from_str(&line) {
+            Ok(r) => r,
+            Err(e) => {
+                if write(&mut w, &Reply::err(format!("bad request: {e}"))).await.is_err() {
+                    return;
+                }
+                continue;
+            }
+        };
+        let reply = match req {
+            Request::Events => {
+                let mut rx = handle.subscribe();
+                if write(&mut w, &Reply::ok()).await.is_err() {
+                    return;
+                }
+                loop {
+                    match rx.recv().await {
+                        Ok(n) => {
+                            if w.write_all(format!("{}\n", n.json).as_bytes()).await.is_err() {
+                                return;
+                            }
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(k)) => {
+                            let line = serde_json::json!({"event": "lagged", "missed": k}).to_string();
+                            if w.write_all(format!("{line}\n").as_bytes()).await.is_err() {
+                                return;
+                            }
+                        }
+                        Err(_) => return,
+                    }
+                }
+            }
+            Request::Status => match handle.status().await {
+                Some((s, board)) => {
+                    let mut v = serde_json::to_value(&s).unwrap_or_default();
+                    if let (Some(obj), Some(b)) = (v.as_object_mut(), board.as_object()) {
+                        obj.extend(b.clone());
+                    }
+                    Reply { ok: true, error: None, status: Some(v) }
+                }
+                None => Reply::err("device stopped"),
+            },
+            Request::Wait { state, timeout_ms } => match parse_phase(&state) {
+                None => Reply::err(format!("unknown state \"{state}\" (idle, dialing, ringing, incoming, in-call)")),
+                Some(p) => match handle.wait_phase(p, Duration::from_millis(timeout_ms)).await {
+                    Some(_) => Reply::ok(),
+                    None => Reply::err(format!("timed out waiting for {state} (now {})", handle.phase().0.as_str())),
+                },
+            },
+            Request::Press { button } => result(handle.command(Command::Press(button)).await),
+            Request::Answer => result(handle.command(Command::Answer).await),
+            Request::Reject => result(handle.command(Command::Reject).await),
+            Request::Hangup => result(handle.command(Command::Hangup).await),
+            Request::Call { contact } => result(handle.call_by_name(&contact).await),
+        };
+        if write(&mut w, &reply).await.is_err() {
+            return;
+        }
+    }
+}
+
+fn result(r: Result<(), String>) -> Reply {
+    match r {
+        Ok(()) => Reply::ok(),
+        Err(e) => Reply::err(e),
+    }
+}
+
+async fn write(w: &mut tokio::net::unix::OwnedWriteHalf, reply: &Reply) -> std::io::Result<()> {
+    let mut s = serde_json::to_string(reply).unwrap_or_else(|_| "{\"ok\":false}".into());
+    s.push('\n');
+    w.write_all(s.as_bytes()).await
+}

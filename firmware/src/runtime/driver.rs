@@ -1,0 +1,212 @@
+//! The device loop: one task owns the device core and its socket; everything else talks to it
+//! through a bounded channel.
+use super::indicators;
+use crate::call::{CallEvent, Phase};
+use crate::config::Config;
+use crate::device::{Command, Device, DeviceError, DeviceEvent, Input, Status};
+use crate::identity::DeviceKey;
+use crate::log;
+use crate::session::EndpointConfig;
+use crate::util::rng::Rng;
+use crate::wire::MAX_DATAGRAM;
+use peercom_board::Board;
+use std::time::Instant;
+use tokio::net::UdpSocket;
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+enum Request {
+    Command(Command, oneshot::Sender<Result<(), DeviceError>>),
+    Status(oneshot::Sender<(Status, serde_json::Value)>),
+    Shutdown,
+}
+
+/// A device event as broadcast to subscribers: when it happened and its JSON line.
+#[derive(Debug, Clone)]
+pub struct Notice {
+    pub at: Instant,
+    pub json: String,
+}
+
+#[derive(Clone)]
+pub struct DeviceHandle {
+    tx: mpsc::Sender<Request>,
+    phase: watch::Receiver<(Phase, Instant)>,
+    events: broadcast::Sender<Notice>,
+    contacts: std::sync::Arc<Vec<String>>,
+    pub local_addr: std::net::SocketAddr,
+}
+
+impl DeviceHandle {
+    pub async fn command(&self, cmd: Command) -> Result<(), String> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(Request::Command(cmd, tx)).await.map_err(|_| "device stopped".to_string())?;
+        match rx.await {
+            Ok(r) => r.map_err(|e| e.to_string()),
+            Err(_) => Err("device stopped".into()),
+        }
+    }
+
+    pub async fn call_by_name(&self, name: &str) -> Result<(), String> {
+        match self.contacts.iter().position(|c| c.eq_ignore_ascii_case(name)) {
+            Some(i) => self.command(Command::Call(i)).await,
+            None => Err(format!("no contact named \"{name}\" (contacts: {})", self.contacts.join(", "))),
+        }
+    }
+
+    /// The status, plus board state (LEDs) as JSON.
+    pub async fn status(&self) -> Option<(Status, serde_json::Value)> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(Request::Status(tx)).await.ok()?;
+        rx.await.ok()
+    }
+
+    pub fn phase(&self) -> (Phase, Instant) {
+        *self.phase.borrow()
+    }
+
+    /// Waits until the phase is `want`; returns when it got there, or None on timeout.
+    pub async fn wait_phase(&self, want: Phase, timeout: std::time::Duration) -> Option<Instant> {
+        let mut rx = self.phase.clone();
+        let wait = rx.wait_for(|(p, _)| *p == want);
+        match tokio::time::timeout(timeout, wait).await {
+            Ok(Ok(v)) => Some(v.1),
+            _ => None,
+        }
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Notice> {
+        self.events.subscribe()
+    }
+
+    pub async fn shutdown(&self) {
+        let _ = self.tx.send(Request::Shutdown).await;
+    }
+}
+
+/// Binds the device's UDP socket and starts its loop on the current tokio runtime.
+pub fn start(config: &Config, key: DeviceKey, board: Box<dyn Board>) -> std::io::Result<(DeviceHandle, JoinHandle<()>)> {
+    let std_sock = std::net::UdpSocket::bind(config.listen)?;
+    std_sock.set_nonblocking(true)?;
+    let socket = UdpSocket::from_std(std_sock)?;
+    let local_addr = socket.local_addr()?;
+    let device = Device::new(config, key, EndpointConfig::default(), Rng::from_os());
+    let (tx, rx) = mpsc::channel(32);
+    let (phase_tx, phase_rx) = watch::channel((Phase::Idle, Instant::now()));
+    let (events, _) = broadcast::channel(256);
+    let contacts = std::sync::Arc::new(config.contacts.iter().map(|c| c.name.clone()).collect());
+    let handle = DeviceHandle { tx, phase: phase_rx, events: events.clone(), contacts, local_addr };
+    let name = config.name.clone();
+    let task = tokio::spawn(run(name, device, socket, board, rx, phase_tx, events));
+    Ok((handle, task))
+}
+
+async fn run(
+    name: String,
+    mut device: Device,
+    socket: UdpSocket,
+    mut board: Box<dyn Board>,
+    mut rx: mpsc::Receiver<Request>,
+    phase_tx: watch::Sender<(Phase, Instant)>,
+    events: broadcast::Sender<Notice>,
+) {
+    let mut buf = [0u8; 2048];
+    let mut out = [0u8; MAX_DATAGRAM];
+    indicators::show(board.as_mut(), Phase::Idle);
+    log!("{name}: ready as {} on {}", device.id(), socket.local_addr().map(|a| a.to_string()).unwrap_or_default());
+    loop {
+        // Drain everything the core produced before waiting again.
+        while let Some((dst, n)) = device.poll_transmit(&mut out) {
+            if let Err(e) = socket.send_to(&out[..n], dst).await {
+                log!("{name}: send to {dst} failed: {e}");
+            }
+        }
+        while let Some(ev) = device.poll_event() {
+            report(&name, &device, &ev, &events);
+        }
+        let phase = device.phase();
+        if phase_tx.borrow().0 != phase {
+            indicators::show(board.as_mut(), phase);
+            phase_tx.send_replace((phase, Instant::now()));
+        }
+        let deadline = device.poll_timeout();
+        let sleep = async {
+            match deadline {
+                Some(t) => tokio::time::sleep_until(tokio::time::Instant::from_std(t)).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            r = socket.recv_from(&mut buf) => match r {
+                Ok((n, from)) => {
+                    let _ = device.handle_input(Instant::now(), Input::Datagram { from, bytes: &buf[..n] });
+                }
+                // ICMP errors (e.g. port unreachable) surface here on Linux; they are not fatal.
+                Err(e) => log!("{name}: receive error: {e}"),
+            },
+            _ = sleep => {
+                let _ = device.handle_input(Instant::now(), Input::Timeout);
+            }
+            req = rx.recv() => match req {
+                Some(Request::Command(cmd, reply)) => {
+                    let r = device.handle_input(Instant::now(), Input::Command(cmd));
+                    let _ = reply.send(r);
+                }
+                Some(Request::Status(reply)) => {
+                    let leds = serde_json::json!({
+                        "ready": board.led(peercom_board::Led::Ready).as_str(),
+                        "call": board.led(peercom_board::Led::Call).as_str(),
+                    });
+                    let _ = reply.send((device.status(), serde_json::json!({ "board": board.kind(), "leds": leds })));
+                }
+                Some(Request::Shutdown) | None => {
+                    // Hang up politely so the other side does not wait for a timeout.
+                    if device.phase() != Phase::Idle {
+                        let _ = device.handle_input(Instant::now(), Input::Command(Command::Hangup));
+                        while let Some((dst, n)) = device.poll_transmit(&mut out) {
+                            let _ = socket.send_to(&out[..n], dst).await;
+                        }
+                        while let Some(ev) = device.poll_event() {
+                            report(&name, &device, &ev, &events);
+                        }
+                    }
+                    log!("{name}: stopped");
+                    return;
+                }
+            },
+        }
+    }
+}
+
+fn report(name: &str, device: &Device, ev: &DeviceEvent, events: &broadcast::Sender<Notice>) {
+    let contact_name = |c: usize| device.contacts().get(c).map(|c| c.name.as_str()).unwrap_or("?");
+    let (line, json) = match ev {
+        DeviceEvent::Call(CallEvent::Dialing { contact }) => {
+            (format!("dialing {}", contact_name(*contact)), serde_json::json!({"event": "dialing", "contact": contact_name(*contact)}))
+        }
+        DeviceEvent::Call(CallEvent::Ringing { contact }) => {
+            (format!("ringing {}", contact_name(*contact)), serde_json::json!({"event": "ringing", "contact": contact_name(*contact)}))
+        }
+        DeviceEvent::Call(CallEvent::Incoming { contact, peer }) => (
+            format!("incoming call from {} ({})", contact_name(*contact), peer.short()),
+            serde_json::json!({"event": "incoming", "contact": contact_name(*contact), "peer": peer.to_string()}),
+        ),
+        DeviceEvent::Call(CallEvent::Connected { contact, peer }) => (
+            format!("in call with {} ({})", contact_name(*contact), peer.short()),
+            serde_json::json!({"event": "in-call", "contact": contact_name(*contact), "peer": peer.to_string()}),
+        ),
+        DeviceEvent::Call(CallEvent::Ended { contact, outcome, .. }) => (
+            format!("call with {} ended: {}", contact_name(*contact), outcome.as_str()),
+            serde_json::json!({"event": "ended", "contact": contact_name(*contact), "reason": outcome.as_str()}),
+        ),
+        DeviceEvent::Refused { caller, suppressed } => (
+            format!(
+                "refused a call from unknown device {caller} (not in the contacts){}",
+                if *suppressed > 0 { format!("; {suppressed} more refusals not logged") } else { String::new() }
+            ),
+            serde_json::json!({"event": "refused", "caller": caller.to_string()}),
+        ),
+    };
+    log!("{name}: {line}");
+    let _ = events.send(Notice { at: Instant::now(), json: json.to_string() });
+}

@@ -1,0 +1,8 @@
+//! Thin tokio drivers around the sans-IO device core: a UDP socket, timers, the board, and the
+//! local control socket.
+pub mod control;
+mod driver;
+mod indicators;
+pub mod protocol;
+
+pub use driver::{DeviceHandle, Notice, start};
