@@ -274,3 +274,98 @@ fn seconds(v: &Spanned<i64>, lo: i64, hi: i64) -> Result<Duration, String> {
     }
     Ok(Duration::from_secs(n as u64))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::DeviceKey;
+
+    fn id(n: u8) -> String {
+        DeviceKey::from_seed([n; 32]).id().to_string()
+    }
+
+    fn base() -> String {
+        format!(
+            "[device]\nname = \"Kitchen\"\nkey = \"k.key\"\nlisten = \"0.0.0.0:7600\"\n\n\
+             [[contact]]\nname = \"Kids\"\nbutton = 1\n  [[contact.device]]\n  key = \"{}\"\n  addr = \"192.0.2.1:7600\"\n  [[contact.device]]\n  key = \"{}\"\n",
+            id(1),
+            id(2)
+        )
+    }
+
+    fn err(text: &str) -> String {
+        Config::parse(Path::new("/x/peercom.toml"), text, false).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn valid_config_parses_with_defaults() {
+        let c = Config::parse(Path::new("/etc/p/peercom.toml"), &base(), false).unwrap();
+        assert_eq!(c.name, "Kitchen");
+        assert_eq!(c.key_path, PathBuf::from("/etc/p/k.key"));
+        assert_eq!(c.contacts.len(), 1);
+        assert_eq!(c.contacts[0].devices.len(), 2);
+        assert_eq!(c.contacts[0].devices[1].addr, None);
+        assert_eq!(c.call.no_answer_timeout, Duration::from_secs(30));
+        assert_eq!(c.contact_for_button(1), Some(0));
+        assert_eq!(c.media.width, 640);
+    }
+
+    #[test]
+    fn example_config_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/peercom.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let c = Config::parse(&path, &text, false).unwrap();
+        assert!(!c.contacts.is_empty());
+    }
+
+    #[test]
+    fn errors_point_at_the_problem() {
+        let b = base();
+        // Unknown field.
+        assert_eq!(err(&b.replace("listen =", "lisen =")), "/x/peercom.toml:4:1: unknown field `lisen`, expected one of `name`, `key`, `listen`, `control`");
+        // Bad checksum: change one character of the second key.
+        let bad = b.replace(&id(2)[10..14], "aaaa");
+        assert_eq!(err(&bad), "/x/peercom.toml:13:9: bad device key: device ID checksum does not match (typo?)");
+        // Wrong type.
+        assert_eq!(err(&b.replace("button = 1", "button = \"one\"")), "/x/peercom.toml:8:10: invalid type: string \"one\", expected i64");
+        // Duplicate button.
+        let dup = format!("{b}\n[[contact]]\nname = \"Gran\"\nbutton = 1\n  [[contact.device]]\n  key = \"{}\"\n", id(3));
+        assert_eq!(err(&dup), "/x/peercom.toml:17:10: button 1 is already used by contact \"Kids\"");
+        // Same key twice.
+        let twice = format!("{b}\n[[contact]]\nname = \"Gran\"\n  [[contact.device]]\n  key = \"{}\"\n", id(1));
+        assert!(err(&twice).starts_with("/x/peercom.toml:18:9: this key is already listed for contact \"Kids\""));
+        // Bad address.
+        assert_eq!(err(&b.replace("192.0.2.1:7600", "192.0.2.1")), "/x/peercom.toml:11:10: \"192.0.2.1\" is not an IP:port address (e.g. \"192.168.1.20:7600\")");
+        // Syntax error.
+        assert!(err(&b.replace("name = \"Kitchen\"", "name = Kitchen")).starts_with("/x/peercom.toml:2:8: "));
+        // Missing table.
+        assert!(err("[[contact]]\nname = \"x\"\n").contains("missing field `device`"));
+        // A contact without devices.
+        assert_eq!(err(&format!("{b}\n[[contact]]\nname = \"Solo\"\n")), "/x/peercom.toml:16:8: contact \"Solo\" has no [[contact.device]] with a key");
+        // Out of range.
+        assert_eq!(err(&format!("{b}\n[call]\nno_answer_timeout_s = 0\n")), "/x/peercom.toml:16:23: must be between 1 and 600 seconds");
+    }
+
+    #[test]
+    fn missing_key_file_is_reported_at_the_key_line() {
+        let e = Config::parse(Path::new("/nonexistent/peercom.toml"), &base(), true).unwrap_err().to_string();
+        assert!(e.starts_with("/nonexistent/peercom.toml:3:7: key file /nonexistent/k.key does not exist"), "{e}");
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        let b = base();
+        let mut rng = crate::util::rng::Rng::seeded(9);
+        for _ in 0..2000 {
+            let mut t = b.clone().into_bytes();
+            for _ in 0..3 {
+                let i = (rng.next_u32() as usize) % t.len();
+                t[i] = (rng.next_u32() % 128) as u8;
+            }
+            let text = String::from_utf8_lossy(&t);
+            if let Err(e) = Config::parse(Path::new("f.toml"), &text, false) {
+                assert!(e.line >= 1 && e.col >= 1, "{e}");
+            }
+        }
+    }
+}
