@@ -34,7 +34,10 @@ pub enum Input<'a> {
 pub enum DeviceEvent {
     Call(CallEvent),
     /// An unknown device tried to call and was refused.
-    Refused { caller: DeviceId, suppressed: u64 },
+    Refused {
+        caller: DeviceId,
+        suppressed: u64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

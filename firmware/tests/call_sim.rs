@@ -167,7 +167,8 @@ fn unknown_device_is_refused_without_ringing_or_reply() {
     net.run_for(Duration::from_secs(6));
     assert_eq!(outcomes(&net, c), [Outcome::Unreachable]);
     assert!(net.nodes[b].events.iter().all(|(_, e)| !matches!(e, DeviceEvent::Call(_))), "B must not ring");
-    let refusals: Vec<_> = net.nodes[b].events.iter().filter(|(_, e)| matches!(e, DeviceEvent::Refused { .. })).collect();
+    let refusals: Vec<_> =
+        net.nodes[b].events.iter().filter(|(_, e)| matches!(e, DeviceEvent::Refused { .. })).collect();
     assert_eq!(refusals.len(), 1, "logged once per window despite retries");
     let counters = net.nodes[b].device.counters();
     assert!(counters.refused_unknown_peer >= 4, "{counters:?}");

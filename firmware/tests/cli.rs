@@ -62,7 +62,13 @@ fn check_config_and_run_reject_bad_configs_with_file_line_col() {
         (good.replace(&id[5..9], "zzzz"), ":10:9: bad device key: device ID checksum does not match"),
         (good.replace("button = 1", "button = true"), ":8:10: invalid type: boolean `true`, expected i64"),
         (good.replace("A.key", "missing.key"), ":3:7: key file"),
-        (format!("{good}\n[[contact]]\nname = \"C\"\nbutton = 1\n  [[contact.device]]\n  key = \"{}\"\n", make_key(&dir, "C")), ":14:10: button 1 is already used"),
+        (
+            format!(
+                "{good}\n[[contact]]\nname = \"C\"\nbutton = 1\n  [[contact.device]]\n  key = \"{}\"\n",
+                make_key(&dir, "C")
+            ),
+            ":14:10: button 1 is already used",
+        ),
     ];
     for (text, want) in cases {
         std::fs::write(&path, &text).unwrap();

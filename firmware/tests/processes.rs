@@ -5,7 +5,7 @@ use common::*;
 use std::net::UdpSocket;
 use std::time::Duration;
 
-fn spec<'a>(name: &'a str, addr: &'a str, contacts: Vec<(&'a str, Option<u8>, Vec<(String, Option<String>)>)>, extra: &'a str) -> DevSpec<'a> {
+fn spec<'a>(name: &'a str, addr: &'a str, contacts: Vec<ContactSpec<'a>>, extra: &'a str) -> DevSpec<'a> {
     DevSpec { name, addr, contacts, extra }
 }
 
@@ -57,7 +57,12 @@ fn reject_busy_and_no_answer() {
     let a = Dev::start(&dir, &spec("A", a_addr, vec![("B", Some(1), vec![dev(&idb, b_addr)])], quick), &ida);
     let b = Dev::start(
         &dir,
-        &spec("B", b_addr, vec![("A", Some(1), vec![dev(&ida, a_addr)]), ("C", Some(2), vec![dev(&idc, c_addr)])], quick),
+        &spec(
+            "B",
+            b_addr,
+            vec![("A", Some(1), vec![dev(&ida, a_addr)]), ("C", Some(2), vec![dev(&idc, c_addr)])],
+            quick,
+        ),
         &idb,
     );
     let c = Dev::start(&dir, &spec("C", c_addr, vec![("B", Some(1), vec![dev(&idb, b_addr)])], quick), &idc);
@@ -124,7 +129,12 @@ fn hostile_relay(listen: &str, b_addr: &str) -> std::thread::JoinHandle<()> {
         let mut buf = [0u8; 2048];
         while let Ok((n, from)) = sock.recv_from(&mut buf) {
             let p = &buf[..n];
-            let to = if from == b_addr { a_addr } else { a_addr = Some(from); Some(b_addr) };
+            let to = if from == b_addr {
+                a_addr
+            } else {
+                a_addr = Some(from);
+                Some(b_addr)
+            };
             let Some(to) = to else { continue };
             let _ = sock.send_to(p, to);
             if p[0] == 3 {
@@ -170,7 +180,11 @@ fn multi_device_contact_first_answer_wins() {
     let dir = tempdir("multi");
     let (a_addr, k1_addr, k2_addr) = ("127.0.5.1:7600", "127.0.5.2:7600", "127.0.5.3:7600");
     let (ida, id1, id2) = (make_key(&dir, "A"), make_key(&dir, "K1"), make_key(&dir, "K2"));
-    let a = Dev::start(&dir, &spec("A", a_addr, vec![("Kids", Some(1), vec![dev(&id1, k1_addr), dev(&id2, k2_addr)])], ""), &ida);
+    let a = Dev::start(
+        &dir,
+        &spec("A", a_addr, vec![("Kids", Some(1), vec![dev(&id1, k1_addr), dev(&id2, k2_addr)])], ""),
+        &ida,
+    );
     let k1 = Dev::start(&dir, &spec("K1", k1_addr, vec![("A", Some(1), vec![dev(&ida, a_addr)])], ""), &id1);
     let k2 = Dev::start(&dir, &spec("K2", k2_addr, vec![("A", Some(1), vec![dev(&ida, a_addr)])], ""), &id2);
     a.ok(&["press", "1"]);

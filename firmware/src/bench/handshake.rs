@@ -42,7 +42,11 @@ pub fn run(calls: usize, json: bool) -> i32 {
         });
         println!("{v}");
     } else {
-        println!("call set-up, button press to both in call, {} cold + {} warm calls on loopback:", cold.len(), warm.len());
+        println!(
+            "call set-up, button press to both in call, {} cold + {} warm calls on loopback:",
+            cold.len(),
+            warm.len()
+        );
         println!("  cold (with Noise handshake): p50 {:.3} ms  p95 {:.3} ms  max {:.3} ms", c.p50, c.p95, c.max);
         println!("  warm (session reused):       p50 {:.3} ms  p95 {:.3} ms  max {:.3} ms", w.p50, w.p95, w.max);
         if failures > 0 {

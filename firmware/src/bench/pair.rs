@@ -13,7 +13,11 @@ pub struct Pair {
 }
 
 /// Writes a config file for a device, as an owner would.
-fn write_config(dir: &Path, name: &str, key: &str, listen: &str, peer_name: &str, peer_id: &str, peer_addr: Option<&str>, auto_answer: bool) -> PathBuf {
+/// The one contact of a demo device: name, device ID and optional address.
+struct Peer<'a>(&'a str, &'a str, Option<&'a str>);
+
+fn write_config(dir: &Path, name: &str, key: &str, listen: &str, peer: Peer<'_>, auto_answer: bool) -> PathBuf {
+    let Peer(peer_name, peer_id, peer_addr) = peer;
     let addr = peer_addr.map(|a| format!("addr = \"{a}\"\n")).unwrap_or_default();
     let text = format!(
         "[device]\nname = \"{name}\"\nkey = \"{key}\"\nlisten = \"{listen}\"\ncontrol = \"{name}.sock\"\n\n\
@@ -34,11 +38,12 @@ impl Pair {
         let kb = generate_key_file(&dir.join("b.key"), true).map_err(|e| e.to_string())?;
         let b_id = kb.id().to_string();
         // B first, on an ephemeral port, so A's config can point at it.
-        let pb = write_config(dir, "B", "b.key", "127.0.0.1:0", "A", &ka.id().to_string(), None, auto_answer);
+        let pb = write_config(dir, "B", "b.key", "127.0.0.1:0", Peer("A", &ka.id().to_string(), None), auto_answer);
         let cb = Config::load(&pb).map_err(|e| e.to_string())?;
         let board = peercom_board::open("sim").map_err(|e| e.to_string())?;
         let (b, tb) = runtime::start(&cb, kb, board).map_err(|e| e.to_string())?;
-        let pa = write_config(dir, "A", "a.key", "127.0.0.1:0", "B", &b_id, Some(&b.local_addr.to_string()), false);
+        let pa =
+            write_config(dir, "A", "a.key", "127.0.0.1:0", Peer("B", &b_id, Some(&b.local_addr.to_string())), false);
         let ca = Config::load(&pa).map_err(|e| e.to_string())?;
         let board = peercom_board::open("sim").map_err(|e| e.to_string())?;
         let (a, ta) = runtime::start(&ca, ka, board).map_err(|e| e.to_string())?;

@@ -17,7 +17,12 @@ pub fn percentiles(samples: &mut [f64]) -> Percentiles {
     samples.sort_by(|a, b| a.total_cmp(b));
     let rank = |p: f64| samples[(((p / 100.0) * samples.len() as f64).ceil() as usize).clamp(1, samples.len()) - 1];
     let round = |x: f64| (x * 1000.0).round() / 1000.0;
-    Percentiles { p50: round(rank(50.0)), p95: round(rank(95.0)), min: round(samples[0]), max: round(samples[samples.len() - 1]) }
+    Percentiles {
+        p50: round(rank(50.0)),
+        p95: round(rank(95.0)),
+        min: round(samples[0]),
+        max: round(samples[samples.len() - 1]),
+    }
 }
 
 #[cfg(test)]

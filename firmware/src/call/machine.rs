@@ -97,12 +97,32 @@ impl Target {
     }
 }
 
+// One instance per device; boxing the large variant would allocate on every call.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 enum State {
     Idle,
-    Outgoing { call: CallId, contact: usize, targets: [Option<Target>; MAX_TARGETS], started: Instant, next_invite: Instant },
-    Incoming { call: CallId, contact: usize, peer: DeviceId, started: Instant, last_heard: Instant },
-    InCall { call: CallId, contact: usize, peer: DeviceId, last_heard: Instant, next_keepalive: Instant },
+    Outgoing {
+        call: CallId,
+        contact: usize,
+        targets: [Option<Target>; MAX_TARGETS],
+        started: Instant,
+        next_invite: Instant,
+    },
+    Incoming {
+        call: CallId,
+        contact: usize,
+        peer: DeviceId,
+        started: Instant,
+        last_heard: Instant,
+    },
+    InCall {
+        call: CallId,
+        contact: usize,
+        peer: DeviceId,
+        last_heard: Instant,
+        next_keepalive: Instant,
+    },
 }
 
 pub struct CallMachine {
@@ -137,7 +157,9 @@ impl CallMachine {
         match &self.state {
             State::Idle => None,
             State::Outgoing { contact, .. } => Some((*contact, None)),
-            State::Incoming { contact, peer, .. } | State::InCall { contact, peer, .. } => Some((*contact, Some(*peer))),
+            State::Incoming { contact, peer, .. } | State::InCall { contact, peer, .. } => {
+                Some((*contact, Some(*peer)))
+            }
         }
     }
 
@@ -192,10 +214,13 @@ impl CallMachine {
                 }
                 Some(t)
             }
-            State::Incoming { started, last_heard, .. } => {
-                Some((*last_heard + self.cfg.peer_timeout).min(*started + self.cfg.no_answer_timeout + self.cfg.peer_timeout))
+            State::Incoming { started, last_heard, .. } => Some(
+                (*last_heard + self.cfg.peer_timeout)
+                    .min(*started + self.cfg.no_answer_timeout + self.cfg.peer_timeout),
+            ),
+            State::InCall { last_heard, next_keepalive, .. } => {
+                Some((*last_heard + self.cfg.peer_timeout).min(*next_keepalive))
             }
-            State::InCall { last_heard, next_keepalive, .. } => Some((*last_heard + self.cfg.peer_timeout).min(*next_keepalive)),
         }
     }
 
@@ -224,7 +249,8 @@ impl CallMachine {
             return Err(CommandError::NoCall);
         };
         self.send(peer, Message::Accept { call });
-        self.state = State::InCall { call, contact, peer, last_heard: now, next_keepalive: now + self.keepalive_interval() };
+        self.state =
+            State::InCall { call, contact, peer, last_heard: now, next_keepalive: now + self.keepalive_interval() };
         self.event(CallEvent::Connected { contact, peer });
         Ok(())
     }
@@ -320,7 +346,9 @@ impl CallMachine {
     fn is_call_with(&self, call: CallId, peer: DeviceId) -> bool {
         match &self.state {
             State::Outgoing { call: c, targets, .. } => *c == call && targets.iter().flatten().any(|t| t.id == peer),
-            State::Incoming { call: c, peer: p, .. } | State::InCall { call: c, peer: p, .. } => *c == call && *p == peer,
+            State::Incoming { call: c, peer: p, .. } | State::InCall { call: c, peer: p, .. } => {
+                *c == call && *p == peer
+            }
             State::Idle => false,
         }
     }
@@ -355,7 +383,8 @@ impl CallMachine {
                 let contact = *contact;
                 let others: [Option<DeviceId>; MAX_TARGETS] =
                     targets.map(|t| t.filter(|t| t.live() && t.id != winner.id).map(|t| t.id));
-                self.state = State::InCall { call, contact, peer: from, last_heard: now, next_keepalive: now + keepalive };
+                self.state =
+                    State::InCall { call, contact, peer: from, last_heard: now, next_keepalive: now + keepalive };
                 self.send(from, Message::InCall { call });
                 for id in others.into_iter().flatten() {
                     self.send(id, Message::End { call, reason: EndReason::AnsweredElsewhere });

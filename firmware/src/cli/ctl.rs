@@ -9,9 +9,13 @@ use std::path::PathBuf;
 #[derive(Subcommand)]
 pub enum CtlCmd {
     /// Press button N (on the sim board; same effect as a GPIO button).
-    Press { button: u8 },
+    Press {
+        button: u8,
+    },
     /// Call a contact by name.
-    Call { contact: String },
+    Call {
+        contact: String,
+    },
     Answer,
     Reject,
     Hangup,

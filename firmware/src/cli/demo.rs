@@ -43,10 +43,18 @@ async fn run(dir: &std::path::Path, seconds: u64) -> Result<(), String> {
     p.b.command(Command::Press(0)).await?;
     let ta = step("A in call", p.a.wait_phase(Phase::InCall, WAIT).await).await?;
     let tb = step("B in call", p.b.wait_phase(Phase::InCall, WAIT).await).await?;
-    println!("== both in call; press-to-connected {:.2} ms (includes B's answer)", ta.max(tb).duration_since(t0).as_secs_f64() * 1000.0);
+    println!(
+        "== both in call; press-to-connected {:.2} ms (includes B's answer)",
+        ta.max(tb).duration_since(t0).as_secs_f64() * 1000.0
+    );
     tokio::time::sleep(Duration::from_secs(seconds)).await;
     if let Some((s, _)) = p.a.status().await {
-        println!("== A: {} packets sent, {} received, {} dropped", s.counters.tx_packets, s.counters.rx_packets, s.counters.dropped_auth + s.counters.dropped_replay + s.counters.dropped_malformed);
+        println!(
+            "== A: {} packets sent, {} received, {} dropped",
+            s.counters.tx_packets,
+            s.counters.rx_packets,
+            s.counters.dropped_auth + s.counters.dropped_replay + s.counters.dropped_malformed
+        );
     }
     println!("== A presses button 1 again (hang up)");
     p.a.command(Command::Press(1)).await?;

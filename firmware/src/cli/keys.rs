@@ -21,7 +21,10 @@ pub fn id(key: Option<PathBuf>, config: Option<PathBuf>, show_qr: bool) -> i32 {
         (Some(k), _) => k,
         (None, c) => {
             let c = c.unwrap_or_else(|| PathBuf::from(super::DEFAULT_CONFIG));
-            match std::fs::read_to_string(&c).map_err(|e| e.to_string()).and_then(|t| Config::parse(&c, &t, false).map_err(|e| e.to_string())) {
+            match std::fs::read_to_string(&c)
+                .map_err(|e| e.to_string())
+                .and_then(|t| Config::parse(&c, &t, false).map_err(|e| e.to_string()))
+            {
                 Ok(cfg) => cfg.key_path,
                 Err(e) => {
                     eprintln!("peercom id: {e}");

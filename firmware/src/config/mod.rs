@@ -107,7 +107,11 @@ impl Config {
         if check_key && !key_path.exists() {
             return Err(at(
                 d.key.span(),
-                format!("key file {} does not exist (create it with `peercom keygen --out {}`)", key_path.display(), key_path.display()),
+                format!(
+                    "key file {} does not exist (create it with `peercom keygen --out {}`)",
+                    key_path.display(),
+                    key_path.display()
+                ),
             ));
         }
         let listen = parse_addr(&d.listen).map_err(|m| at(d.listen.span(), m))?;
@@ -143,7 +147,8 @@ impl Config {
             }
             let mut devices = Vec::with_capacity(c.device.len());
             for dev in &c.device {
-                let id = DeviceId::parse(dev.key.get_ref()).map_err(|e| at(dev.key.span(), format!("bad device key: {e}")))?;
+                let id = DeviceId::parse(dev.key.get_ref())
+                    .map_err(|e| at(dev.key.span(), format!("bad device key: {e}")))?;
                 if let Some(other) = keys.insert(id, cname.clone()) {
                     return Err(at(dev.key.span(), format!("this key is already listed for contact \"{other}\"")));
                 }
@@ -159,7 +164,9 @@ impl Config {
         let mut answer_button = None;
         let mut reject_button = None;
         if let Some(b) = &raw.buttons {
-            for (slot, value, what) in [(&mut answer_button, &b.answer, "answer"), (&mut reject_button, &b.reject, "reject")] {
+            for (slot, value, what) in
+                [(&mut answer_button, &b.answer, "answer"), (&mut reject_button, &b.reject, "reject")]
+            {
                 if let Some(v) = value {
                     let n = button_number(v).map_err(|m| at(v.span(), m))?;
                     if let Some(other) = buttons.insert(n, format!("the {what} function")) {
@@ -322,28 +329,44 @@ mod tests {
     fn errors_point_at_the_problem() {
         let b = base();
         // Unknown field.
-        assert_eq!(err(&b.replace("listen =", "lisen =")), "/x/peercom.toml:4:1: unknown field `lisen`, expected one of `name`, `key`, `listen`, `control`");
+        assert_eq!(
+            err(&b.replace("listen =", "lisen =")),
+            "/x/peercom.toml:4:1: unknown field `lisen`, expected one of `name`, `key`, `listen`, `control`"
+        );
         // Bad checksum: change one character of the second key.
         let bad = b.replace(&id(2)[10..14], "aaaa");
         assert_eq!(err(&bad), "/x/peercom.toml:13:9: bad device key: device ID checksum does not match (typo?)");
         // Wrong type.
-        assert_eq!(err(&b.replace("button = 1", "button = \"one\"")), "/x/peercom.toml:8:10: invalid type: string \"one\", expected i64");
+        assert_eq!(
+            err(&b.replace("button = 1", "button = \"one\"")),
+            "/x/peercom.toml:8:10: invalid type: string \"one\", expected i64"
+        );
         // Duplicate button.
-        let dup = format!("{b}\n[[contact]]\nname = \"Gran\"\nbutton = 1\n  [[contact.device]]\n  key = \"{}\"\n", id(3));
+        let dup =
+            format!("{b}\n[[contact]]\nname = \"Gran\"\nbutton = 1\n  [[contact.device]]\n  key = \"{}\"\n", id(3));
         assert_eq!(err(&dup), "/x/peercom.toml:17:10: button 1 is already used by contact \"Kids\"");
         // Same key twice.
         let twice = format!("{b}\n[[contact]]\nname = \"Gran\"\n  [[contact.device]]\n  key = \"{}\"\n", id(1));
         assert!(err(&twice).starts_with("/x/peercom.toml:18:9: this key is already listed for contact \"Kids\""));
         // Bad address.
-        assert_eq!(err(&b.replace("192.0.2.1:7600", "192.0.2.1")), "/x/peercom.toml:11:10: \"192.0.2.1\" is not an IP:port address (e.g. \"192.168.1.20:7600\")");
+        assert_eq!(
+            err(&b.replace("192.0.2.1:7600", "192.0.2.1")),
+            "/x/peercom.toml:11:10: \"192.0.2.1\" is not an IP:port address (e.g. \"192.168.1.20:7600\")"
+        );
         // Syntax error.
         assert!(err(&b.replace("name = \"Kitchen\"", "name = Kitchen")).starts_with("/x/peercom.toml:2:8: "));
         // Missing table.
         assert!(err("[[contact]]\nname = \"x\"\n").contains("missing field `device`"));
         // A contact without devices.
-        assert_eq!(err(&format!("{b}\n[[contact]]\nname = \"Solo\"\n")), "/x/peercom.toml:16:8: contact \"Solo\" has no [[contact.device]] with a key");
+        assert_eq!(
+            err(&format!("{b}\n[[contact]]\nname = \"Solo\"\n")),
+            "/x/peercom.toml:16:8: contact \"Solo\" has no [[contact.device]] with a key"
+        );
         // Out of range.
-        assert_eq!(err(&format!("{b}\n[call]\nno_answer_timeout_s = 0\n")), "/x/peercom.toml:16:23: must be between 1 and 600 seconds");
+        assert_eq!(
+            err(&format!("{b}\n[call]\nno_answer_timeout_s = 0\n")),
+            "/x/peercom.toml:16:23: must be between 1 and 600 seconds"
+        );
     }
 
     #[test]

@@ -138,11 +138,8 @@ mod tests {
         assert_eq!(s.len(), 59);
         assert_eq!(DeviceId::parse(&s).unwrap(), id);
         assert_eq!(DeviceId::parse(&s.to_uppercase()).unwrap(), id);
-        let grouped: String = s
-            .chars()
-            .enumerate()
-            .flat_map(|(i, c)| if i > 3 && i % 8 == 0 { vec!['-', c] } else { vec![c] })
-            .collect();
+        let grouped: String =
+            s.chars().enumerate().flat_map(|(i, c)| if i > 3 && i % 8 == 0 { vec!['-', c] } else { vec![c] }).collect();
         assert_eq!(DeviceId::parse(&grouped).unwrap(), id);
     }
 

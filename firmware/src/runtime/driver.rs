@@ -85,7 +85,11 @@ impl DeviceHandle {
 }
 
 /// Binds the device's UDP socket and starts its loop on the current tokio runtime.
-pub fn start(config: &Config, key: DeviceKey, board: Box<dyn Board>) -> std::io::Result<(DeviceHandle, JoinHandle<()>)> {
+pub fn start(
+    config: &Config,
+    key: DeviceKey,
+    board: Box<dyn Board>,
+) -> std::io::Result<(DeviceHandle, JoinHandle<()>)> {
     let std_sock = std::net::UdpSocket::bind(config.listen)?;
     std_sock.set_nonblocking(true)?;
     let socket = UdpSocket::from_std(std_sock)?;
@@ -181,12 +185,14 @@ async fn run(
 fn report(name: &str, device: &Device, ev: &DeviceEvent, events: &broadcast::Sender<Notice>) {
     let contact_name = |c: usize| device.contacts().get(c).map(|c| c.name.as_str()).unwrap_or("?");
     let (line, json) = match ev {
-        DeviceEvent::Call(CallEvent::Dialing { contact }) => {
-            (format!("dialing {}", contact_name(*contact)), serde_json::json!({"event": "dialing", "contact": contact_name(*contact)}))
-        }
-        DeviceEvent::Call(CallEvent::Ringing { contact }) => {
-            (format!("ringing {}", contact_name(*contact)), serde_json::json!({"event": "ringing", "contact": contact_name(*contact)}))
-        }
+        DeviceEvent::Call(CallEvent::Dialing { contact }) => (
+            format!("dialing {}", contact_name(*contact)),
+            serde_json::json!({"event": "dialing", "contact": contact_name(*contact)}),
+        ),
+        DeviceEvent::Call(CallEvent::Ringing { contact }) => (
+            format!("ringing {}", contact_name(*contact)),
+            serde_json::json!({"event": "ringing", "contact": contact_name(*contact)}),
+        ),
         DeviceEvent::Call(CallEvent::Incoming { contact, peer }) => (
             format!("incoming call from {} ({})", contact_name(*contact), peer.short()),
             serde_json::json!({"event": "incoming", "contact": contact_name(*contact), "peer": peer.to_string()}),

@@ -5,14 +5,21 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum Request {
-    Press { button: u8 },
-    Call { contact: String },
+    Press {
+        button: u8,
+    },
+    Call {
+        contact: String,
+    },
     Answer,
     Reject,
     Hangup,
     Status,
     /// Waits until the call state is `state` (idle, dialing, ringing, incoming, in-call).
-    Wait { state: String, timeout_ms: u64 },
+    Wait {
+        state: String,
+        timeout_ms: u64,
+    },
     Events,
 }
 

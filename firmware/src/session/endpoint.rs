@@ -53,7 +53,10 @@ pub enum SessionEvent {
     /// The session to `peer` went silent and was dropped.
     Closed(DeviceId),
     /// An unknown device was refused (rate-limited: `suppressed` refusals were not reported).
-    Refused { caller: DeviceId, suppressed: u64 },
+    Refused {
+        caller: DeviceId,
+        suppressed: u64,
+    },
 }
 
 #[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
@@ -175,12 +178,7 @@ impl Endpoint {
             self.push_event(SessionEvent::Established(peer));
             return;
         }
-        if self
-            .slots
-            .iter()
-            .flatten()
-            .any(|s| s.peer == peer && matches!(s.state, State::Initiating { .. }))
-        {
+        if self.slots.iter().flatten().any(|s| s.peer == peer && matches!(s.state, State::Initiating { .. })) {
             return;
         }
         let local_idx = self.new_index();
@@ -201,7 +199,12 @@ impl Endpoint {
             addr,
             local_idx,
             remote_idx: 0,
-            state: State::Initiating { hs, packet, next_retry: now + self.cfg.handshake_retry, gap: self.cfg.handshake_retry },
+            state: State::Initiating {
+                hs,
+                packet,
+                next_retry: now + self.cfg.handshake_retry,
+                gap: self.cfg.handshake_retry,
+            },
             created: now,
             last_rx: now,
             last_data_rx: now,
@@ -302,7 +305,11 @@ impl Endpoint {
             addr: from,
             local_idx,
             remote_idx: sender,
-            state: State::Established { transport: self.transport(keys, now), resp: Some((e, packet)), confirmed: false },
+            state: State::Established {
+                transport: self.transport(keys, now),
+                resp: Some((e, packet)),
+                confirmed: false,
+            },
             created: now,
             last_rx: now,
             last_data_rx: now,
@@ -356,7 +363,16 @@ impl Endpoint {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn on_data(&mut self, now: Instant, from: SocketAddr, receiver: u32, epoch: u8, counter: u64, header: &[u8], ct: &[u8]) {
+    fn on_data(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        receiver: u32,
+        epoch: u8,
+        counter: u64,
+        header: &[u8],
+        ct: &[u8],
+    ) {
         let Some(i) = self.find(receiver) else {
             self.counters.dropped_unknown_session += 1;
             return;
@@ -429,7 +445,8 @@ impl Endpoint {
                         if !self.slots.iter().flatten().any(|s| s.peer == peer && s.confirmed()) {
                             self.push_event(SessionEvent::Closed(peer));
                         }
-                    } else if confirmed && slot.last_data_rx > slot.last_tx && now >= slot.last_tx + self.cfg.keepalive {
+                    } else if confirmed && slot.last_data_rx > slot.last_tx && now >= slot.last_tx + self.cfg.keepalive
+                    {
                         self.send_on(now, i, &Message::Keepalive);
                     }
                 }

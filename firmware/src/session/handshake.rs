@@ -37,11 +37,7 @@ pub struct TransportKeys {
 pub fn initiate(local: &DeviceKey, peer: &DeviceId, out: &mut [u8]) -> Result<(Initiator, usize), HsError> {
     let rs = peer.x25519_public().ok_or(HsError::BadKey)?;
     let mut secret = local.x25519_secret();
-    let hs = builder()
-        .prologue(PROLOGUE)?
-        .local_private_key(&secret)?
-        .remote_public_key(&rs)?
-        .build_initiator();
+    let hs = builder().prologue(PROLOGUE)?.local_private_key(&secret)?.remote_public_key(&rs)?.build_initiator();
     zeroize::Zeroize::zeroize(&mut secret);
     let mut hs = hs?;
     let n = hs.write_message(local.id().as_bytes(), out)?;

@@ -106,7 +106,8 @@ impl Transport {
         if plaintext.len() > MAX_PLAINTEXT || out.len() < total {
             return None;
         }
-        if now >= self.epoch_started + self.rekey_after || self.next_counter - self.epoch_first_counter >= EPOCH_PACKETS {
+        if now >= self.epoch_started + self.rekey_after || self.next_counter - self.epoch_first_counter >= EPOCH_PACKETS
+        {
             self.send = self.send.next();
             self.epoch_first_counter = self.next_counter;
             self.epoch_started = now;
@@ -117,17 +118,21 @@ impl Transport {
         Packet::write_data_header(out, receiver, self.send.epoch as u8, counter);
         let (header, body) = out.split_at_mut(DATA_HEADER_LEN);
         body[..plaintext.len()].copy_from_slice(plaintext);
-        let tag = self
-            .send
-            .cipher
-            .encrypt_in_place_detached(&nonce(counter), header, &mut body[..plaintext.len()])
-            .ok()?;
+        let tag =
+            self.send.cipher.encrypt_in_place_detached(&nonce(counter), header, &mut body[..plaintext.len()]).ok()?;
         body[plaintext.len()..plaintext.len() + TAG_LEN].copy_from_slice(&tag);
         Some(total)
     }
 
     /// Authenticates and decrypts a data packet into `out`; returns the plaintext length.
-    pub fn open(&mut self, epoch8: u8, counter: u64, header: &[u8], ciphertext: &[u8], out: &mut [u8]) -> Result<usize, OpenError> {
+    pub fn open(
+        &mut self,
+        epoch8: u8,
+        counter: u64,
+        header: &[u8],
+        ciphertext: &[u8],
+        out: &mut [u8],
+    ) -> Result<usize, OpenError> {
         let n = ciphertext.len().checked_sub(TAG_LEN).ok_or(OpenError::Size)?;
         if out.len() < n {
             return Err(OpenError::Size);
@@ -142,7 +147,10 @@ impl Transport {
         let nonce = nonce(counter);
         let ahead = u64::from(epoch8.wrapping_sub(self.recv.epoch as u8));
         if ahead == 0 {
-            self.recv.cipher.decrypt_in_place_detached(&nonce, header, &mut out[..n], tag).map_err(|_| OpenError::Auth)?;
+            self.recv
+                .cipher
+                .decrypt_in_place_detached(&nonce, header, &mut out[..n], tag)
+                .map_err(|_| OpenError::Auth)?;
         } else if ahead == 255 {
             let prev = self.recv_prev.as_ref().ok_or(OpenError::Epoch)?;
             prev.cipher.decrypt_in_place_detached(&nonce, header, &mut out[..n], tag).map_err(|_| OpenError::Auth)?;

@@ -20,18 +20,9 @@ pub fn write(args: std::fmt::Arguments<'_>) {
     if QUIET.load(std::sync::atomic::Ordering::Relaxed) {
         return;
     }
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     let secs = now.as_secs() % 86_400;
-    eprintln!(
-        "{:02}:{:02}:{:02}.{:03} {}",
-        secs / 3600,
-        (secs / 60) % 60,
-        secs % 60,
-        now.subsec_millis(),
-        args
-    );
+    eprintln!("{:02}:{:02}:{:02}.{:03} {}", secs / 3600, (secs / 60) % 60, secs % 60, now.subsec_millis(), args);
 }
 
 /// Allows one message per window; counts the ones suppressed so the next line can say how many.

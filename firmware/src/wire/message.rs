@@ -18,13 +18,24 @@ pub enum EndReason {
 pub enum Message {
     /// Session keepalive; carries nothing.
     Keepalive,
-    Invite { call: CallId },
-    Ringing { call: CallId },
-    Accept { call: CallId },
+    Invite {
+        call: CallId,
+    },
+    Ringing {
+        call: CallId,
+    },
+    Accept {
+        call: CallId,
+    },
     /// Sent while a call is up; also confirms an `Accept` whose delivery was lost.
-    InCall { call: CallId },
+    InCall {
+        call: CallId,
+    },
     /// Ends a call (or refuses one) for the given reason.
-    End { call: CallId, reason: EndReason },
+    End {
+        call: CallId,
+        reason: EndReason,
+    },
 }
 
 impl Message {
@@ -34,7 +45,7 @@ impl Message {
 
     pub fn decode(b: &[u8]) -> Option<Message> {
         match postcard::take_from_bytes::<Message>(b) {
-            Ok((m, rest)) if rest.is_empty() => Some(m),
+            Ok((m, [])) => Some(m),
             _ => None,
         }
     }
@@ -46,11 +57,9 @@ mod tests {
     #[test]
     fn round_trip_and_garbage() {
         let mut b = [0u8; 32];
-        for m in [
-            Message::Keepalive,
-            Message::Invite { call: u64::MAX },
-            Message::End { call: 5, reason: EndReason::Busy },
-        ] {
+        for m in
+            [Message::Keepalive, Message::Invite { call: u64::MAX }, Message::End { call: 5, reason: EndReason::Busy }]
+        {
             let n = m.encode(&mut b).unwrap();
             assert_eq!(Message::decode(&b[..n]), Some(m));
             assert_eq!(Message::decode(&b[..n.saturating_sub(1)]).filter(|_| n > 1), None);

@@ -4,4 +4,6 @@ mod message;
 mod packet;
 
 pub use message::{CallId, EndReason, Message};
-pub use packet::{DATA_HEADER_LEN, DecodeError, INIT_NOISE_LEN, MAX_DATAGRAM, Packet, PacketType, RESP_NOISE_LEN, VERSION};
+pub use packet::{
+    DATA_HEADER_LEN, DecodeError, INIT_NOISE_LEN, MAX_DATAGRAM, Packet, PacketType, RESP_NOISE_LEN, VERSION,
+};

@@ -68,11 +68,13 @@ pub struct Dev {
     pub logs: Arc<Logs>,
 }
 
+/// A contact: (name, button, [(device id, optional addr)]).
+pub type ContactSpec<'a> = (&'a str, Option<u8>, Vec<(String, Option<String>)>);
+
 pub struct DevSpec<'a> {
     pub name: &'a str,
     pub addr: &'a str,
-    /// (contact name, button, [(device id, addr)])
-    pub contacts: Vec<(&'a str, Option<u8>, Vec<(String, Option<String>)>)>,
+    pub contacts: Vec<ContactSpec<'a>>,
     pub extra: &'a str,
 }
 
