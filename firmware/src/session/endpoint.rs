@@ -104,8 +104,9 @@ struct Slot {
     state: State,
     created: Instant,
     last_rx: Instant,
-    last_data_rx: Instant,
-    last_tx: Instant,
+    /// Armed when a message arrives, cancelled by anything we send (WireGuard's passive
+    /// keepalive): the peer learns we are alive even when we have nothing to say.
+    keepalive_due: Option<Instant>,
     confirmed_at: Option<Instant>,
 }
 
@@ -207,8 +208,7 @@ impl Endpoint {
             },
             created: now,
             last_rx: now,
-            last_data_rx: now,
-            last_tx: now,
+            keepalive_due: None,
             confirmed_at: None,
         };
         self.insert(slot);
@@ -228,7 +228,7 @@ impl Endpoint {
         let State::Established { transport, .. } = &mut slot.state else { return false };
         let dst = slot.addr;
         let receiver = slot.remote_idx;
-        slot.last_tx = now;
+        slot.keepalive_due = None;
         let Some(d) = Self::reserve(&mut self.tx, &mut self.counters, self.cfg.queue_len) else { return false };
         match transport.seal(now, receiver, &plain[..n], &mut d.data) {
             Some(len) => {
@@ -312,8 +312,7 @@ impl Endpoint {
             },
             created: now,
             last_rx: now,
-            last_data_rx: now,
-            last_tx: now,
+            keepalive_due: None,
             confirmed_at: None,
         };
         self.insert(slot);
@@ -405,8 +404,8 @@ impl Endpoint {
             slot.confirmed_at = Some(now);
         }
         let msg = Message::decode(&plain[..n]);
-        if matches!(msg, Some(m) if m != Message::Keepalive) {
-            slot.last_data_rx = now;
+        if matches!(msg, Some(m) if m != Message::Keepalive) && slot.keepalive_due.is_none() {
+            slot.keepalive_due = Some(now + self.cfg.keepalive);
         }
         if newly_confirmed {
             self.push_event(SessionEvent::Established(peer));
@@ -445,8 +444,7 @@ impl Endpoint {
                         if !self.slots.iter().flatten().any(|s| s.peer == peer && s.confirmed()) {
                             self.push_event(SessionEvent::Closed(peer));
                         }
-                    } else if confirmed && slot.last_data_rx > slot.last_tx && now >= slot.last_tx + self.cfg.keepalive
-                    {
+                    } else if confirmed && slot.keepalive_due.is_some_and(|t| now >= t) {
                         self.send_on(now, i, &Message::Keepalive);
                     }
                 }
@@ -481,8 +479,8 @@ impl Endpoint {
                         at(s.created + self.cfg.handshake_timeout);
                     }
                     at(s.last_rx + self.cfg.session_timeout);
-                    if *confirmed && s.last_data_rx > s.last_tx {
-                        at(s.last_tx + self.cfg.keepalive);
+                    if let (true, Some(t)) = (*confirmed, s.keepalive_due) {
+                        at(t);
                     }
                 }
             }
@@ -568,5 +566,191 @@ impl Endpoint {
         if self.events.len() < self.events.capacity() {
             self.events.push_back(e);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::DeviceKey;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    fn ep(n: u8, allowed: &[u8]) -> Endpoint {
+        let allowed = allowed.iter().map(|a| DeviceKey::from_seed([*a; 32]).id()).collect();
+        Endpoint::new(DeviceKey::from_seed([n; 32]), allowed, EndpointConfig::default(), Rng::seeded(u64::from(n)))
+    }
+
+    fn addr(n: u8) -> SocketAddr {
+        SocketAddr::from(([10, 0, 0, n], 7600))
+    }
+
+    fn drain(e: &mut Endpoint) -> Vec<(SocketAddr, Vec<u8>)> {
+        let mut buf = [0u8; MAX_DATAGRAM];
+        let mut v = Vec::new();
+        while let Some((to, n)) = e.poll_transmit(&mut buf) {
+            v.push((to, buf[..n].to_vec()));
+        }
+        v
+    }
+
+    fn events(e: &mut Endpoint) -> Vec<SessionEvent> {
+        std::iter::from_fn(|| e.poll_event()).collect()
+    }
+
+    #[test]
+    fn handshake_retries_then_fails_in_virtual_time() {
+        let t0 = Instant::now();
+        let mut a = ep(1, &[2]);
+        let b = DeviceKey::from_seed([2; 32]).id();
+        a.connect(t0, b, addr(2));
+        let mut sends = vec![(0, drain(&mut a).len())];
+        let mut now = t0;
+        while let Some(t) = a.poll_timeout() {
+            now = t;
+            a.handle_timeout(now);
+            let n = drain(&mut a).len();
+            if n > 0 {
+                sends.push(((now - t0).as_millis(), n));
+            }
+            if !events(&mut a).is_empty() {
+                break;
+            }
+        }
+        // 0, +500, +1000 (capped), ... until 5 s, then Failed.
+        assert_eq!(sends.iter().map(|s| s.0).collect::<Vec<_>>(), [0, 250, 750, 1750, 2750, 3750, 4750]);
+        assert_eq!(now - t0, Duration::from_secs(5));
+        assert_eq!(a.counters().handshake_failed, 1);
+        assert_eq!(a.poll_timeout(), None);
+    }
+
+    #[test]
+    fn retransmitted_init_gets_the_cached_reply_and_replies_never_amplify() {
+        let t0 = Instant::now();
+        let mut a = ep(1, &[2]);
+        let mut b = ep(2, &[1]);
+        a.connect(t0, b.id(), addr(2));
+        let init = drain(&mut a).remove(0).1;
+        b.handle_datagram(t0, addr(1), &init);
+        let r1 = drain(&mut b);
+        b.handle_datagram(t0 + MS, addr(1), &init);
+        let r2 = drain(&mut b);
+        assert_eq!(r1, r2, "same reply, not a second handshake");
+        assert!(r1[0].1.len() < init.len());
+        assert_eq!(b.slots.iter().flatten().count(), 1);
+        // B only reports the session once A's first data packet proves A holds the keys.
+        assert!(events(&mut b).is_empty());
+        a.handle_datagram(t0 + MS, addr(2), &r1[0].1);
+        assert_eq!(events(&mut a), [SessionEvent::Established(b.id())]);
+        let confirm = drain(&mut a);
+        b.handle_datagram(t0 + 2 * MS, addr(1), &confirm[0].1);
+        assert_eq!(events(&mut b), [SessionEvent::Established(a.id())]);
+        // A duplicate reply is not a new session.
+        a.handle_datagram(t0 + 3 * MS, addr(2), &r1[0].1);
+        assert_eq!(a.counters().dropped_replay, 1);
+    }
+
+    fn established(t0: Instant) -> (Endpoint, Endpoint) {
+        let mut a = ep(1, &[2]);
+        let mut b = ep(2, &[1]);
+        a.connect(t0, b.id(), addr(2));
+        for _ in 0..3 {
+            for (_, p) in drain(&mut a) {
+                b.handle_datagram(t0, addr(1), &p);
+            }
+            for (_, p) in drain(&mut b) {
+                a.handle_datagram(t0, addr(2), &p);
+            }
+        }
+        events(&mut a);
+        events(&mut b);
+        assert!(a.is_established(&b.id()) && b.is_established(&a.id()));
+        (a, b)
+    }
+
+    #[test]
+    fn passive_keepalive_and_idle_close() {
+        let t0 = Instant::now();
+        let (mut a, mut b) = established(t0);
+        assert!(a.send(t0, &b.id(), &Message::Ringing { call: 1 }));
+        for (_, p) in drain(&mut a) {
+            b.handle_datagram(t0, addr(1), &p);
+        }
+        assert_eq!(events(&mut b), [SessionEvent::Message(a.id(), Message::Ringing { call: 1 })]);
+        // B got data and has been silent for 10 s: it sends one keepalive.
+        let t = t0 + Duration::from_secs(10);
+        assert_eq!(b.poll_timeout(), Some(t));
+        b.handle_timeout(t);
+        let ka = drain(&mut b);
+        assert_eq!(ka.len(), 1);
+        b.handle_timeout(t + Duration::from_secs(10));
+        assert!(drain(&mut b).is_empty(), "keepalives do not answer keepalives");
+        a.handle_datagram(t, addr(2), &ka[0].1);
+        assert!(events(&mut a).is_empty(), "keepalives are not messages");
+        // Nothing more heard: closed 30 s after the last packet.
+        a.handle_timeout(t + Duration::from_secs(30) - MS);
+        assert!(events(&mut a).is_empty());
+        a.handle_timeout(t + Duration::from_secs(30));
+        assert_eq!(events(&mut a), [SessionEvent::Closed(b.id())]);
+        assert!(!a.is_established(&b.id()));
+    }
+
+    #[test]
+    fn forged_reply_does_not_abort_the_handshake() {
+        let t0 = Instant::now();
+        let mut a = ep(1, &[2]);
+        let mut b = ep(2, &[1]);
+        a.connect(t0, b.id(), addr(2));
+        let init = drain(&mut a).remove(0).1;
+        let idx = u32::from_le_bytes([init[2], init[3], init[4], init[5]]);
+        let mut forged = [7u8; RESP_LEN];
+        Packet::write_resp_header(&mut forged, 99, idx);
+        a.handle_datagram(t0, addr(9), &forged);
+        assert_eq!(a.counters().handshake_failed, 1);
+        assert!(events(&mut a).is_empty());
+        // A restarted its handshake; the real exchange still completes.
+        let init2 = drain(&mut a).remove(0).1;
+        b.handle_datagram(t0, addr(1), &init2);
+        for (_, p) in drain(&mut b) {
+            a.handle_datagram(t0, addr(2), &p);
+        }
+        assert_eq!(events(&mut a), [SessionEvent::Established(b.id())]);
+    }
+
+    #[test]
+    fn full_table_evicts_unconfirmed_sessions_first() {
+        let t0 = Instant::now();
+        let (mut a, b) = established(t0);
+        // 40 replayed inits from B's key fill the table with unconfirmed sessions ...
+        let mut a2 = ep(2, &[1]);
+        for i in 0..40 {
+            a2.slots.iter_mut().for_each(|s| *s = None);
+            a2.connect(t0, a.id(), addr(1));
+            let init = drain(&mut a2).remove(0).1;
+            a.handle_datagram(t0 + i * MS, addr(2), &init);
+            drain(&mut a);
+        }
+        assert_eq!(a.slots.iter().flatten().count(), a.cfg.max_sessions);
+        assert!(a.counters().sessions_evicted > 0);
+        // ... but the confirmed session survives and still works.
+        assert!(a.send(t0, &b.id(), &Message::Keepalive));
+    }
+
+    #[test]
+    fn roaming_moves_the_session_to_the_new_address() {
+        let t0 = Instant::now();
+        let (mut a, mut b) = established(t0);
+        a.send(t0, &b.id(), &Message::Ringing { call: 3 });
+        let p = drain(&mut a).remove(0).1;
+        b.handle_datagram(t0, addr(77), &p);
+        b.send(t0, &a.id(), &Message::Ringing { call: 4 });
+        assert_eq!(drain(&mut b)[0].0, addr(77));
+        // An unauthenticated packet from elsewhere does not move it.
+        let mut t = p.clone();
+        t[20] ^= 1;
+        t[7..15].copy_from_slice(&500u64.to_le_bytes());
+        b.handle_datagram(t0, addr(88), &t);
+        b.send(t0, &a.id(), &Message::Ringing { call: 5 });
+        assert_eq!(drain(&mut b)[0].0, addr(77));
     }
 }

@@ -1,0 +1,48 @@
+# The README's two commands: `make demo` and `make test`. Both install what they need first.
+SHELL := /bin/bash
+CARGO ?= cargo
+# Debian packages the build and tests need (cmake etc. for the codec crates).
+DEB_PACKAGES := build-essential pkg-config cmake file
+
+.PHONY: demo test deps lint unit bench-smoke cross fuzz-smoke clean
+
+demo: deps
+	$(CARGO) build --release -p peercom
+	./target/release/peercom demo --seconds 3
+
+test: deps lint unit bench-smoke cross fuzz-smoke
+	@echo "make test: all checks passed"
+
+# Installs missing Debian packages (as root, or through sudo). Only calls apt-get when needed.
+deps:
+	@missing=""; for p in $(DEB_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	fi
+	@command -v $(CARGO) >/dev/null || { echo "cargo not found: install Rust >= 1.85 (rustup, or Debian's cargo-web/rustc-web)"; exit 1; }
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+unit:
+	$(CARGO) test --workspace
+
+# The benchmark must run and print its JSON; figures are read by people, not asserted.
+bench-smoke:
+	$(CARGO) build -p peercom
+	./target/debug/peercom bench handshake --calls 20 --json | tee /dev/stderr | grep -q '"failures":0'
+
+# aarch64 build with Debian's toolchain; the unit tests run under qemu-user.
+cross:
+	tests/cross/run.sh
+
+fuzz-smoke:
+	FUZZ_SECONDS=$${FUZZ_SECONDS:-10} tests/fuzz/smoke.sh
+
+clean:
+	$(CARGO) clean
