@@ -242,3 +242,49 @@ fn sigterm_hangs_up_the_call() {
     assert_eq!(b.last_outcome(), "remote-hangup");
     assert!(!dir.join("A.sock").exists(), "control socket removed on exit");
 }
+
+#[test]
+fn control_socket_streams_events_and_answers_raw_json() {
+    use std::io::{BufRead, BufReader, Write};
+    let dir = tempdir("events");
+    let (a_addr, b_addr) = ("127.0.8.1:7600", "127.0.8.2:7600");
+    let (ida, idb) = (make_key(&dir, "A"), make_key(&dir, "B"));
+    let a = Dev::start(&dir, &spec("A", a_addr, vec![("B", Some(1), vec![dev(&idb, b_addr)])], ""), &ida);
+    let b = Dev::start(
+        &dir,
+        &spec("B", b_addr, vec![("A", Some(1), vec![dev(&ida, a_addr)])], "[call]\nauto_answer = true\n"),
+        &idb,
+    );
+    // A raw client: subscribe, then read event lines as JSON.
+    let mut s = std::os::unix::net::UnixStream::connect(&b.sock).unwrap();
+    s.write_all(b"{\"cmd\":\"events\"}\n").unwrap();
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "{\"ok\":true}");
+    a.ok(&["call", "b"]);
+    a.wait("in-call");
+    a.ok(&["hangup"]);
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut events = Vec::new();
+    while events.len() < 3 {
+        line.clear();
+        r.read_line(&mut line).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        events.push(v["event"].as_str().unwrap().to_string());
+        if v["event"] == "ended" {
+            assert_eq!(v["reason"], "remote-hangup");
+        }
+    }
+    assert_eq!(events, ["incoming", "in-call", "ended"]);
+    // Malformed requests get an error reply, and the connection stays usable.
+    let mut c = std::os::unix::net::UnixStream::connect(&b.sock).unwrap();
+    c.write_all(b"{\"cmd\":\"explode\"}\n{\"cmd\":\"status\"}\n").unwrap();
+    let mut rc = BufReader::new(c);
+    line.clear();
+    rc.read_line(&mut line).unwrap();
+    assert!(line.contains("\"ok\":false") && line.contains("bad request"), "{line}");
+    line.clear();
+    rc.read_line(&mut line).unwrap();
+    assert!(line.contains("\"ok\":true") && line.contains("\"state\":\"idle\""), "{line}");
+}

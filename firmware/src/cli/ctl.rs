@@ -1,35 +1,9 @@
 //! `peercom ctl`: a small synchronous client of the control socket.
 use crate::config::Config;
 use crate::runtime::protocol::{Reply, Request};
-use clap::Subcommand;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
-
-#[derive(Subcommand)]
-pub enum CtlCmd {
-    /// Press button N (on the sim board; same effect as a GPIO button).
-    Press {
-        button: u8,
-    },
-    /// Call a contact by name.
-    Call {
-        contact: String,
-    },
-    Answer,
-    Reject,
-    Hangup,
-    /// Print the device status as JSON.
-    Status,
-    /// Wait until the call state is STATE (idle, dialing, ringing, incoming, in-call).
-    Wait {
-        state: String,
-        #[arg(long, default_value_t = 10_000)]
-        timeout_ms: u64,
-    },
-    /// Print events as JSON lines until interrupted.
-    Events,
-}
 
 fn socket_path(socket: Option<PathBuf>, config: Option<PathBuf>) -> Result<PathBuf, String> {
     if let Some(s) = socket {
@@ -40,23 +14,13 @@ fn socket_path(socket: Option<PathBuf>, config: Option<PathBuf>) -> Result<PathB
     Ok(Config::parse(&c, &text, false).map_err(|e| e.to_string())?.control)
 }
 
-pub fn ctl(socket: Option<PathBuf>, config: Option<PathBuf>, cmd: CtlCmd) -> i32 {
+pub fn ctl(socket: Option<PathBuf>, config: Option<PathBuf>, req: Request) -> i32 {
     let path = match socket_path(socket, config) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("peercom ctl: {e}");
             return 2;
         }
-    };
-    let req = match cmd {
-        CtlCmd::Press { button } => Request::Press { button },
-        CtlCmd::Call { contact } => Request::Call { contact },
-        CtlCmd::Answer => Request::Answer,
-        CtlCmd::Reject => Request::Reject,
-        CtlCmd::Hangup => Request::Hangup,
-        CtlCmd::Status => Request::Status,
-        CtlCmd::Wait { state, timeout_ms } => Request::Wait { state, timeout_ms },
-        CtlCmd::Events => Request::Events,
     };
     let stream = match UnixStream::connect(&path) {
         Ok(s) => s,

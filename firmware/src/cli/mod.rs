@@ -53,7 +53,7 @@ enum Cmd {
         #[arg(long, env = "PEERCOM_CONFIG")]
         config: Option<PathBuf>,
         #[command(subcommand)]
-        cmd: ctl::CtlCmd,
+        cmd: crate::runtime::protocol::Request,
     },
     /// Two simulated devices on this machine call each other over real UDP.
     Demo {

@@ -2,24 +2,29 @@
 //! Each request gets one JSON reply line, except `events`, which streams event lines.
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Also the `peercom ctl` subcommands, so the CLI and the protocol cannot drift apart.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, clap::Subcommand)]
 #[serde(tag = "cmd", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum Request {
-    Press {
-        button: u8,
-    },
-    Call {
-        contact: String,
-    },
+    /// Press button N (on the sim board; same effect as a GPIO button).
+    Press { button: u8 },
+    /// Call a contact by name.
+    Call { contact: String },
+    /// Answer the incoming call.
     Answer,
+    /// Decline the incoming call.
     Reject,
+    /// End or cancel the current call.
     Hangup,
+    /// Print the device status as JSON.
     Status,
-    /// Waits until the call state is `state` (idle, dialing, ringing, incoming, in-call).
+    /// Wait until the call state is STATE (idle, dialing, ringing, incoming, in-call).
     Wait {
         state: String,
+        #[arg(long, default_value_t = 10_000)]
         timeout_ms: u64,
     },
+    /// Print events as JSON lines until interrupted.
     Events,
 }
 
