@@ -182,36 +182,38 @@ impl Endpoint {
         if self.slots.iter().flatten().any(|s| s.peer == peer && matches!(s.state, State::Initiating { .. })) {
             return;
         }
-        let local_idx = self.new_index();
-        let mut packet = [0u8; INIT_LEN];
-        let off = Packet::write_init_header(&mut packet, local_idx);
-        let (hs, n) = match handshake::initiate(&self.key, &peer, &mut packet[off..]) {
-            Ok(r) => r,
-            Err(_) => {
-                self.counters.handshake_failed += 1;
-                self.push_event(SessionEvent::Failed(peer));
-                return;
-            }
+        let Some((local_idx, state)) = self.initiating(peer, now + self.cfg.handshake_retry, self.cfg.handshake_retry)
+        else {
+            self.counters.handshake_failed += 1;
+            self.push_event(SessionEvent::Failed(peer));
+            return;
         };
-        debug_assert_eq!(off + n, INIT_LEN);
-        self.queue(addr, &packet);
+        if let State::Initiating { packet, .. } = &state {
+            let p = *packet;
+            self.queue(addr, &p);
+        }
         let slot = Slot {
             peer,
             addr,
             local_idx,
             remote_idx: 0,
-            state: State::Initiating {
-                hs,
-                packet,
-                next_retry: now + self.cfg.handshake_retry,
-                gap: self.cfg.handshake_retry,
-            },
+            state,
             created: now,
             last_rx: now,
             keepalive_due: None,
             confirmed_at: None,
         };
         self.insert(slot);
+    }
+
+    /// A fresh handshake to `peer` under a new index; message 1 is built but not sent.
+    fn initiating(&mut self, peer: DeviceId, next_retry: Instant, gap: Duration) -> Option<(u32, State)> {
+        let local_idx = self.new_index();
+        let mut packet = [0u8; INIT_LEN];
+        let off = Packet::write_init_header(&mut packet, local_idx);
+        let (hs, n) = handshake::initiate(&self.key, &peer, &mut packet[off..]).ok()?;
+        debug_assert_eq!(off + n, INIT_LEN);
+        Some((local_idx, State::Initiating { hs, packet, next_retry, gap }))
     }
 
     /// Encrypts and queues `msg` on the best session to `peer`; false if there is none.
@@ -325,7 +327,7 @@ impl Endpoint {
         };
         let Some(mut slot) = self.slots[i].take() else { return };
         let state = std::mem::replace(&mut slot.state, State::Vacant);
-        let State::Initiating { hs, .. } = state else {
+        let State::Initiating { hs, next_retry, gap, .. } = state else {
             // A duplicate reply for a finished handshake.
             slot.state = state;
             self.slots[i] = Some(slot);
@@ -346,16 +348,18 @@ impl Endpoint {
                 self.push_event(SessionEvent::Established(peer));
             }
             Err(_) => {
-                // A forged or corrupted reply used up the handshake state. Start a fresh one
-                // within the same overall deadline, so a forgery cannot abort the call.
+                // A forged or corrupted reply used up the handshake state. Start a fresh one in
+                // the same slot (same deadline), so a forgery cannot abort the call; it goes out
+                // only when the retry timer fires, so a forgery never makes us send (no
+                // amplification, found by the handshake fuzz target).
                 self.counters.handshake_failed += 1;
-                self.connect(now, slot.peer, slot.addr);
-                if let Some(j) = self.slots.iter().position(|s| {
-                    s.as_ref().is_some_and(|s| s.peer == slot.peer && matches!(s.state, State::Initiating { .. }))
-                }) {
-                    if let Some(s) = self.slots[j].as_mut() {
-                        s.created = slot.created;
+                match self.initiating(slot.peer, next_retry, gap) {
+                    Some((local_idx, state)) => {
+                        slot.local_idx = local_idx;
+                        slot.state = state;
+                        self.slots[i] = Some(slot);
                     }
+                    None => self.push_event(SessionEvent::Failed(slot.peer)),
                 }
             }
         }
@@ -708,8 +712,11 @@ mod tests {
         a.handle_datagram(t0, addr(9), &forged);
         assert_eq!(a.counters().handshake_failed, 1);
         assert!(events(&mut a).is_empty());
-        // A restarted its handshake; the real exchange still completes.
+        assert!(drain(&mut a).is_empty(), "a forged reply must not make us send anything");
+        // A restarted its handshake; it goes out on the retry timer and still completes.
+        a.handle_timeout(t0 + Duration::from_millis(250));
         let init2 = drain(&mut a).remove(0).1;
+        assert_ne!(init2, init);
         b.handle_datagram(t0, addr(1), &init2);
         for (_, p) in drain(&mut b) {
             a.handle_datagram(t0, addr(2), &p);
