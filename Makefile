@@ -41,8 +41,10 @@ bench-smoke:
 cross:
 	tests/cross/run.sh
 
+# No sanitizer by default: our code has no unsafe, panics are caught either way, and it builds and
+# runs 3-4x faster. `FUZZ_SANITIZER=address tests/fuzz/smoke.sh` for ASan.
 fuzz-smoke:
-	FUZZ_SECONDS=$${FUZZ_SECONDS:-10} tests/fuzz/smoke.sh
+	FUZZ_SECONDS=$${FUZZ_SECONDS:-10} FUZZ_SANITIZER=$${FUZZ_SANITIZER:-none} tests/fuzz/smoke.sh
 
 clean:
 	$(CARGO) clean
