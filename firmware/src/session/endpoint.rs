@@ -73,6 +73,8 @@ pub struct Counters {
     pub handshake_failed: u64,
     pub sessions_evicted: u64,
     pub rekeys: u64,
+    /// Events lost because the driver did not drain `poll_event` (a driver bug if ever non-zero).
+    pub dropped_events: u64,
 }
 
 const INIT_LEN: usize = 6 + INIT_NOISE_LEN;
@@ -569,6 +571,8 @@ impl Endpoint {
     fn push_event(&mut self, e: SessionEvent) {
         if self.events.len() < self.events.capacity() {
             self.events.push_back(e);
+        } else {
+            self.counters.dropped_events += 1;
         }
     }
 }
