@@ -145,6 +145,12 @@ impl Config {
             if c.device.is_empty() {
                 return Err(at(c.name.span(), format!("contact \"{cname}\" has no [[contact.device]] with a key")));
             }
+            if c.device.len() > crate::call::MAX_TARGETS {
+                return Err(at(
+                    c.device[crate::call::MAX_TARGETS].key.span(),
+                    format!("contact \"{cname}\" has more than {} devices", crate::call::MAX_TARGETS),
+                ));
+            }
             let mut devices = Vec::with_capacity(c.device.len());
             for dev in &c.device {
                 let id = DeviceId::parse(dev.key.get_ref())
@@ -362,6 +368,13 @@ mod tests {
             err(&format!("{b}\n[[contact]]\nname = \"Solo\"\n")),
             "/x/peercom.toml:16:8: contact \"Solo\" has no [[contact.device]] with a key"
         );
+        // Too many devices for one contact (we ring at most 8 at once).
+        let mut many =
+            format!("[device]\nname = \"A\"\nkey = \"k\"\nlisten = \"0.0.0.0:1\"\n[[contact]]\nname = \"Big\"\n");
+        for n in 10..19 {
+            many.push_str(&format!("[[contact.device]]\nkey = \"{}\"\n", id(n)));
+        }
+        assert_eq!(err(&many), "/x/peercom.toml:24:7: contact \"Big\" has more than 8 devices");
         // Out of range.
         assert_eq!(
             err(&format!("{b}\n[call]\nno_answer_timeout_s = 0\n")),
