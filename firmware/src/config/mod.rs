@@ -370,7 +370,7 @@ mod tests {
         );
         // Too many devices for one contact (we ring at most 8 at once).
         let mut many =
-            format!("[device]\nname = \"A\"\nkey = \"k\"\nlisten = \"0.0.0.0:1\"\n[[contact]]\nname = \"Big\"\n");
+            String::from("[device]\nname = \"A\"\nkey = \"k\"\nlisten = \"0.0.0.0:1\"\n[[contact]]\nname = \"Big\"\n");
         for n in 10..19 {
             many.push_str(&format!("[[contact.device]]\nkey = \"{}\"\n", id(n)));
         }
