@@ -1,0 +1,96 @@
+//! The simulated camera: a moving test pattern (a drifting colour gradient and a bouncing box,
+//! enough motion to exercise an encoder) carrying a stamp with its frame number and capture time.
+use crate::camera::{Camera, pack_stamp};
+use crate::frame::I420Frame;
+use crate::{BoardError, stamp};
+
+pub struct SimCamera {
+    width: usize,
+    height: usize,
+    fps: u32,
+    seq: u64,
+}
+
+impl SimCamera {
+    pub fn new(width: usize, height: usize, fps: u32) -> Self {
+        SimCamera { width: width & !1, height: height & !1, fps: fps.max(1), seq: 0 }
+    }
+}
+
+impl Camera for SimCamera {
+    fn size(&self) -> (usize, usize) {
+        (self.width, self.height)
+    }
+
+    fn fps(&self) -> u32 {
+        self.fps
+    }
+
+    fn capture(&mut self, now_us: u64, f: &mut I420Frame) -> Result<(), BoardError> {
+        if f.width != self.width || f.height != self.height {
+            return Err(BoardError(format!(
+                "frame buffer is {}x{}, camera is {}x{}",
+                f.width, f.height, self.width, self.height
+            )));
+        }
+        let t = self.seq as usize;
+        let (w, h) = (self.width, self.height);
+        for y in 0..h {
+            let row = &mut f.y[y * w..(y + 1) * w];
+            for (x, p) in row.iter_mut().enumerate() {
+                *p = (16 + ((x + y + 2 * t) % 220)) as u8;
+            }
+        }
+        for y in 0..h / 2 {
+            for x in 0..w / 2 {
+                f.u[y * (w / 2) + x] = (64 + ((x + t) % 128)) as u8;
+                f.v[y * (w / 2) + x] = (64 + ((y + 2 * t) % 128)) as u8;
+            }
+        }
+        // A box bouncing across the lower part of the picture.
+        let size = (h / 6).max(8);
+        let span_x = w.saturating_sub(size).max(1);
+        let span_y = (h / 2).saturating_sub(size).max(1);
+        let bx = bounce(4 * t, span_x);
+        let by = h / 2 + bounce(3 * t, span_y);
+        for y in by..(by + size).min(h) {
+            f.y[y * w + bx..y * w + (bx + size).min(w)].fill(235);
+        }
+        f.seq = self.seq;
+        f.captured_us = now_us;
+        stamp::write(f, pack_stamp(self.seq, now_us));
+        self.seq += 1;
+        Ok(())
+    }
+}
+
+fn bounce(pos: usize, span: usize) -> usize {
+    let p = pos % (2 * span);
+    if p < span { p } else { 2 * span - p - 1 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::camera::unpack_stamp;
+
+    #[test]
+    fn frames_move_and_carry_their_stamp() {
+        let mut cam = SimCamera::new(640, 480, 30);
+        let mut a = I420Frame::new(640, 480);
+        let mut b = I420Frame::new(640, 480);
+        cam.capture(1_000, &mut a).unwrap();
+        cam.capture(34_333, &mut b).unwrap();
+        assert_ne!(a.y, b.y, "the picture moves");
+        assert_eq!(stamp::read(&b.y, 640, 480).map(unpack_stamp), Some((1, 34_333)));
+        assert_eq!((b.seq, b.captured_us), (1, 34_333));
+        let mut wrong = I420Frame::new(320, 240);
+        assert!(cam.capture(0, &mut wrong).is_err());
+    }
+
+    #[test]
+    fn stamp_packing() {
+        assert_eq!(unpack_stamp(pack_stamp(5, 123_456_789)), (5, 123_456_789));
+        assert_eq!(unpack_stamp(pack_stamp(1 << 24, 1 << 40)), (0, 0));
+    }
+}
