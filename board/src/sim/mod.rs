@@ -1,7 +1,9 @@
 //! The simulated board: buttons are pressed through the control socket, LEDs are remembered so
 //! tests and `peercom ctl status` can read them.
+mod audio;
 mod camera;
 
+pub use audio::{SimMic, SimSpeaker};
 pub use camera::SimCamera;
 
 use crate::{Board, BoardError, ButtonSink, Led, LedState};
