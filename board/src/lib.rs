@@ -1,8 +1,9 @@
 //! Hardware abstraction for peercom: what the firmware needs from a board, and its backends.
 //! Only the `sim` board exists so far; the Raspberry Pi/Linux backend (gpiocdev, V4L2, ALSA)
-//! implements the same traits. Media traits (camera, audio) hand data in caller-owned buffers.
+//! implements the same traits. Media traits (camera, audio, display) hand data in caller-owned buffers.
 pub mod audio;
 pub mod camera;
+pub mod display;
 pub mod frame;
 pub mod sim;
 pub mod stamp;

@@ -2,9 +2,11 @@
 //! tests and `peercom ctl status` can read them.
 mod audio;
 mod camera;
+mod display;
 
 pub use audio::{SimMic, SimSpeaker};
 pub use camera::SimCamera;
+pub use display::SimDisplay;
 
 use crate::{Board, BoardError, ButtonSink, Led, LedState};
 
