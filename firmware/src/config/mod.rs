@@ -66,7 +66,12 @@ pub struct MediaSettings {
     pub fps: u8,
     pub video_kbps_min: u32,
     pub video_kbps_max: u32,
+    /// Where rate control starts a call (it then adapts between min and max).
+    pub video_kbps_start: u32,
     pub audio_frame_ms: u8,
+    pub audio_kbps: u32,
+    /// Opus encoder complexity, 0 (cheapest) to 10.
+    pub audio_complexity: u8,
 }
 
 impl Default for MediaSettings {
@@ -77,7 +82,10 @@ impl Default for MediaSettings {
             fps: 30,
             video_kbps_min: 150,
             video_kbps_max: 1500,
+            video_kbps_start: 1000,
             audio_frame_ms: 20,
+            audio_kbps: 32,
+            audio_complexity: 5,
         }
     }
 }
@@ -198,9 +206,15 @@ impl Config {
         if let Some(m) = &raw.media {
             if let Some(v) = &m.width {
                 media.width = in_range(v, 160, 1920, "width").map_err(|m| at(v.span(), m))? as u16;
+                if media.width % 2 != 0 {
+                    return Err(at(v.span(), "width must be even".into()));
+                }
             }
             if let Some(v) = &m.height {
                 media.height = in_range(v, 120, 1080, "height").map_err(|m| at(v.span(), m))? as u16;
+                if media.height % 2 != 0 {
+                    return Err(at(v.span(), "height must be even".into()));
+                }
             }
             if let Some(v) = &m.fps {
                 media.fps = in_range(v, 1, 60, "fps").map_err(|m| at(v.span(), m))? as u8;
@@ -219,6 +233,20 @@ impl Config {
                     return Err(at(v.span(), "audio_frame_ms must be 10 or 20".into()));
                 }
                 media.audio_frame_ms = *v.get_ref() as u8;
+            }
+            media.video_kbps_start = media.video_kbps_start.clamp(media.video_kbps_min, media.video_kbps_max);
+            if let Some(v) = &m.video_kbps_start {
+                let k = in_range(v, 50, 20_000, "video_kbps_start").map_err(|m| at(v.span(), m))? as u32;
+                if k < media.video_kbps_min || k > media.video_kbps_max {
+                    return Err(at(v.span(), "video_kbps_start must be between video_kbps_min and video_kbps_max".into()));
+                }
+                media.video_kbps_start = k;
+            }
+            if let Some(v) = &m.audio_kbps {
+                media.audio_kbps = in_range(v, 6, 128, "audio_kbps").map_err(|m| at(v.span(), m))? as u32;
+            }
+            if let Some(v) = &m.audio_complexity {
+                media.audio_complexity = in_range(v, 0, 10, "audio_complexity").map_err(|m| at(v.span(), m))? as u8;
             }
         }
 

@@ -63,7 +63,10 @@ pub struct RawMedia {
     pub fps: Option<Spanned<i64>>,
     pub video_kbps_min: Option<Spanned<i64>>,
     pub video_kbps_max: Option<Spanned<i64>>,
+    pub video_kbps_start: Option<Spanned<i64>>,
     pub audio_frame_ms: Option<Spanned<i64>>,
+    pub audio_kbps: Option<Spanned<i64>>,
+    pub audio_complexity: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]
