@@ -1,3 +1,8 @@
 //! Media: codec glue, and the sans-IO media transport (packetizer, frame assembly, jitter buffer,
 //! retransmission, receiver reports, rate control).
+pub mod assembler;
 pub mod codec;
+pub mod history;
+pub mod loss;
+pub mod packet;
+pub mod sender;

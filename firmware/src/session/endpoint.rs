@@ -8,7 +8,7 @@ use super::transport::{MAX_PLAINTEXT, OpenError, Transport};
 use crate::identity::{DeviceId, DeviceKey};
 use crate::util::log::RateLimit;
 use crate::util::rng::Rng;
-use crate::wire::{INIT_NOISE_LEN, MAX_DATAGRAM, Message, Packet, RESP_NOISE_LEN};
+use crate::wire::{INIT_NOISE_LEN, MAX_DATAGRAM, Message, Packet, PlainKind, RESP_NOISE_LEN};
 use serde::Serialize;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -134,6 +134,9 @@ pub struct Endpoint {
     counters: Counters,
     rng: Rng,
     unknown_log: RateLimit,
+    /// Decrypted plaintext of the last data packet; media plaintexts stay here for `take_media`.
+    plain: Box<[u8; MAX_DATAGRAM]>,
+    media: Option<(DeviceId, usize)>,
 }
 
 impl Endpoint {
@@ -147,6 +150,8 @@ impl Endpoint {
             counters: Counters::default(),
             rng,
             unknown_log: RateLimit::new(cfg.unknown_log_window),
+            plain: Box::new([0; MAX_DATAGRAM]),
+            media: None,
             cfg,
         }
     }
@@ -247,7 +252,32 @@ impl Endpoint {
         }
     }
 
+    /// Encrypts a media plaintext straight into `out` (no queue: media has its own pacing and
+    /// must not wait behind signalling); returns where to send it.
+    pub fn seal_to(
+        &mut self,
+        now: Instant,
+        peer: &DeviceId,
+        plain: &[u8],
+        out: &mut [u8],
+    ) -> Option<(SocketAddr, usize)> {
+        let i = self.best(peer)?;
+        let slot = self.slots[i].as_mut()?;
+        let State::Established { transport, .. } = &mut slot.state else { return None };
+        let n = transport.seal(now, slot.remote_idx, plain, out)?;
+        slot.keepalive_due = None;
+        self.counters.tx_packets += 1;
+        Some((slot.addr, n))
+    }
+
+    /// The media plaintext (video, audio or feedback) of the datagram just handled, if it was one.
+    pub fn take_media(&mut self) -> Option<(DeviceId, &[u8])> {
+        let (peer, n) = self.media.take()?;
+        Some((peer, &self.plain[..n]))
+    }
+
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
+        self.media = None;
         self.counters.rx_packets += 1;
         match Packet::decode(bytes) {
             Err(_) => self.counters.dropped_malformed += 1,
@@ -382,13 +412,13 @@ impl Endpoint {
             self.counters.dropped_unknown_session += 1;
             return;
         };
-        let mut plain = [0u8; MAX_DATAGRAM];
         let Some(slot) = self.slots[i].as_mut() else { return };
         let State::Established { transport, confirmed, resp } = &mut slot.state else {
             self.counters.dropped_unknown_session += 1;
             return;
         };
-        let n = match transport.open(epoch, counter, header, ct, &mut plain) {
+        let plain = &mut self.plain[..];
+        let n = match transport.open(epoch, counter, header, ct, plain) {
             Ok(n) => n,
             Err(e) => {
                 match e {
@@ -409,17 +439,21 @@ impl Endpoint {
             *resp = None;
             slot.confirmed_at = Some(now);
         }
-        let msg = Message::decode(&plain[..n]);
-        if matches!(msg, Some(m) if m != Message::Keepalive) && slot.keepalive_due.is_none() {
+        let kind = PlainKind::of(&plain[..n]);
+        let msg = if kind == Some(PlainKind::Signal) { Message::decode(&plain[..n]) } else { None };
+        let substantive =
+            matches!(msg, Some(m) if m != Message::Keepalive) || matches!(kind, Some(k) if k != PlainKind::Signal);
+        if substantive && slot.keepalive_due.is_none() {
             slot.keepalive_due = Some(now + self.cfg.keepalive);
         }
         if newly_confirmed {
             self.push_event(SessionEvent::Established(peer));
         }
-        match msg {
-            Some(Message::Keepalive) => {}
-            Some(m) => self.push_event(SessionEvent::Message(peer, m)),
-            None => self.counters.dropped_malformed += 1,
+        match (kind, msg) {
+            (Some(PlainKind::Signal), Some(Message::Keepalive)) => {}
+            (Some(PlainKind::Signal), Some(m)) => self.push_event(SessionEvent::Message(peer, m)),
+            (Some(PlainKind::Video | PlainKind::Audio | PlainKind::Feedback), _) => self.media = Some((peer, n)),
+            _ => self.counters.dropped_malformed += 1,
         }
     }
 

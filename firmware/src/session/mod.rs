@@ -7,4 +7,4 @@ mod transport;
 
 pub use endpoint::{Counters, Endpoint, EndpointConfig, SessionEvent};
 pub use replay::ReplayWindow;
-pub use transport::{EPOCH_PACKETS, Transport};
+pub use transport::{EPOCH_PACKETS, MAX_PLAINTEXT, Transport};

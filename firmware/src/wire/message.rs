@@ -1,8 +1,31 @@
-//! Messages carried inside encrypted data packets, postcard-encoded. Call signalling is
-//! idempotent (each message may be repeated) so retransmission needs no extra state.
+//! Signalling messages carried inside encrypted data packets: the plaintext's first byte is
+//! `PlainKind::Signal`, then the postcard-encoded message. Call signalling is idempotent (each
+//! message may be repeated) so retransmission needs no extra state.
 use serde::{Deserialize, Serialize};
 
 pub type CallId = u64;
+
+/// The first byte of every decrypted plaintext: what follows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum PlainKind {
+    Signal = 0,
+    Video = 1,
+    Audio = 2,
+    Feedback = 3,
+}
+
+impl PlainKind {
+    pub fn of(plain: &[u8]) -> Option<PlainKind> {
+        match plain.first()? {
+            0 => Some(PlainKind::Signal),
+            1 => Some(PlainKind::Video),
+            2 => Some(PlainKind::Audio),
+            3 => Some(PlainKind::Feedback),
+            _ => None,
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum EndReason {
@@ -39,12 +62,19 @@ pub enum Message {
 }
 
 impl Message {
+    /// Writes the kind byte and the message; None if `out` is too small.
     pub fn encode(&self, out: &mut [u8]) -> Option<usize> {
-        postcard::to_slice(self, out).ok().map(|s| s.len())
+        let (kind, body) = out.split_first_mut()?;
+        *kind = PlainKind::Signal as u8;
+        postcard::to_slice(self, body).ok().map(|s| s.len() + 1)
     }
 
     pub fn decode(b: &[u8]) -> Option<Message> {
-        match postcard::take_from_bytes::<Message>(b) {
+        let (&kind, body) = b.split_first()?;
+        if kind != PlainKind::Signal as u8 {
+            return None;
+        }
+        match postcard::take_from_bytes::<Message>(body) {
             Ok((m, [])) => Some(m),
             _ => None,
         }
@@ -64,7 +94,8 @@ mod tests {
             assert_eq!(Message::decode(&b[..n]), Some(m));
             assert_eq!(Message::decode(&b[..n.saturating_sub(1)]).filter(|_| n > 1), None);
         }
-        assert_eq!(Message::decode(&[200, 1, 2]), None);
+        assert_eq!(Message::decode(&[0, 200, 1, 2]), None);
+        assert_eq!(Message::decode(&[1, 0]), None, "a media kind is not a message");
         assert_eq!(Message::decode(&[]), None);
     }
 }
