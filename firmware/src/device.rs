@@ -4,7 +4,8 @@
 use crate::call::{CallEvent, CallInput, CallMachine, CallOutput, CommandError, Outcome, Phase};
 use crate::config::{Config, Contact};
 use crate::identity::{DeviceId, DeviceKey};
-use crate::session::{Counters, Endpoint, EndpointConfig, SessionEvent};
+use crate::media::session::{MediaConfig, MediaSession, MediaStats};
+use crate::session::{Counters, Endpoint, EndpointConfig, MAX_PLAINTEXT, SessionEvent};
 use crate::util::rng::Rng;
 use serde::Serialize;
 use std::collections::VecDeque;
@@ -80,6 +81,8 @@ pub struct Status {
     pub last_call: Option<CallRecord>,
     pub missed_calls: u32,
     pub counters: Counters,
+    /// Media of the current call, when there is one.
+    pub media: Option<MediaStats>,
 }
 
 pub struct Device {
@@ -94,10 +97,27 @@ pub struct Device {
     incoming: bool,
     log: VecDeque<CallRecord>,
     missed: u32,
+    /// Allocated once; a call resets it. Active while `media_peer` is set.
+    media: MediaSession,
+    media_peer: Option<DeviceId>,
+    plain: Box<[u8; MAX_PLAINTEXT]>,
+    /// The time of the last input (sans-IO: outputs are computed as of then).
+    now: Instant,
 }
 
 impl Device {
-    pub fn new(config: &Config, key: DeviceKey, endpoint_cfg: EndpointConfig, mut rng: Rng) -> Self {
+    pub fn new(config: &Config, key: DeviceKey, endpoint_cfg: EndpointConfig, rng: Rng) -> Self {
+        Self::with_clock(config, key, endpoint_cfg, rng, Instant::now())
+    }
+
+    /// `origin` is the zero of the media clock (capture times are µs since then).
+    pub fn with_clock(
+        config: &Config,
+        key: DeviceKey,
+        endpoint_cfg: EndpointConfig,
+        mut rng: Rng,
+        origin: Instant,
+    ) -> Self {
         let allowed = config.contacts.iter().flat_map(|c| c.devices.iter().map(|d| d.id)).collect();
         let endpoint = Endpoint::new(key, allowed, endpoint_cfg, Rng::seeded(rng.next_u64()));
         Device {
@@ -112,7 +132,20 @@ impl Device {
             incoming: false,
             log: VecDeque::with_capacity(CALL_LOG_LEN),
             missed: 0,
+            media: MediaSession::new(MediaConfig::from_settings(&config.media), origin),
+            media_peer: None,
+            plain: Box::new([0; MAX_PLAINTEXT]),
+            now: origin,
         }
+    }
+
+    /// The current call's media transport, while a call is up.
+    pub fn media(&mut self) -> Option<&mut MediaSession> {
+        self.media_peer.is_some().then_some(&mut self.media)
+    }
+
+    pub fn in_call_with(&self) -> Option<DeviceId> {
+        self.media_peer
     }
 
     pub fn id(&self) -> DeviceId {
@@ -142,19 +175,30 @@ impl Device {
             last_call: self.log.back().cloned(),
             missed_calls: self.missed,
             counters: self.endpoint.counters(),
+            media: self.media_peer.map(|_| self.media.stats()),
         }
     }
 
     pub fn handle_input(&mut self, now: Instant, input: Input<'_>) -> Result<(), DeviceError> {
+        self.now = self.now.max(now);
         let r = match input {
             Input::Datagram { from, bytes } => {
                 self.endpoint.handle_datagram(now, from, bytes);
+                if let Some((peer, plain)) = self.endpoint.take_media() {
+                    // Media outside our call (a late packet after hang-up) is ignored.
+                    if Some(peer) == self.media_peer {
+                        self.media.handle_packet(now, plain);
+                    }
+                }
                 Ok(())
             }
             Input::Command(cmd) => self.command(now, cmd),
             Input::Timeout => {
                 self.endpoint.handle_timeout(now);
                 let _ = self.call.handle(now, CallInput::Timeout);
+                if self.media_peer.is_some() {
+                    self.media.handle_timeout(now);
+                }
                 Ok(())
             }
         };
@@ -162,8 +206,19 @@ impl Device {
         r
     }
 
+    /// The next datagram to send: signalling first, then media (paced, as of the last input).
     pub fn poll_transmit(&mut self, buf: &mut [u8]) -> Option<(SocketAddr, usize)> {
-        self.endpoint.poll_transmit(buf)
+        if let Some(t) = self.endpoint.poll_transmit(buf) {
+            return Some(t);
+        }
+        let peer = self.media_peer?;
+        loop {
+            let n = self.media.poll_transmit(self.now, &mut self.plain[..])?;
+            if let Some(t) = self.endpoint.seal_to(self.now, &peer, &self.plain[..n], buf) {
+                return Some(t);
+            }
+            // No session to seal with (it is being replaced): media is dropped, not queued.
+        }
     }
 
     pub fn poll_event(&mut self) -> Option<DeviceEvent> {
@@ -171,10 +226,8 @@ impl Device {
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        match (self.endpoint.poll_timeout(), self.call.poll_timeout()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let media = self.media_peer.and_then(|_| self.media.poll_timeout());
+        [self.endpoint.poll_timeout(), self.call.poll_timeout(), media].into_iter().flatten().min()
     }
 
     fn command(&mut self, now: Instant, cmd: Command) -> Result<(), DeviceError> {
@@ -271,7 +324,12 @@ impl Device {
                 }
             }
             CallEvent::Dialing { .. } => self.incoming = false,
+            CallEvent::Connected { peer, .. } => {
+                self.media.reset(now);
+                self.media_peer = Some(peer);
+            }
             CallEvent::Ended { contact, outcome, .. } => {
+                self.media_peer = None;
                 if outcome == Outcome::Missed {
                     self.missed = self.missed.saturating_add(1);
                 }

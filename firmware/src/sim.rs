@@ -38,6 +38,10 @@ pub struct SimNet {
     /// Loss probability in parts per million.
     pub loss_ppm: u32,
     pub wire: Vec<Sent>,
+    /// Keep a copy of every datagram in `wire` (off for long media runs).
+    pub record: bool,
+    /// Everything sent in this window of elapsed time is lost (a burst loss).
+    pub blackout: Option<(Duration, Duration)>,
     inflight: BinaryHeap<InFlight>,
     seq: u64,
     rng: Rng,
@@ -86,6 +90,8 @@ impl SimNet {
             latency: Duration::from_millis(5),
             loss_ppm: 0,
             wire: Vec::new(),
+            record: true,
+            blackout: None,
             inflight: BinaryHeap::new(),
             seq: 0,
             rng: Rng::seeded(seed),
@@ -123,6 +129,7 @@ impl SimNet {
 
     pub fn run_for(&mut self, d: Duration) {
         let until = self.now + d;
+        let mut stuck = (self.now, 0u32);
         loop {
             let next_packet = self.inflight.peek().map(|Reverse((t, ..))| *t);
             let next_timer = self
@@ -142,6 +149,9 @@ impl SimNet {
                 break;
             }
             self.now = self.now.max(next);
+            // A timer that stays due without anything happening is a bug in a core.
+            stuck = if stuck.0 == self.now { (stuck.0, stuck.1 + 1) } else { (self.now, 0) };
+            assert!(stuck.1 < 1_000_000, "livelock: a timer stays due at {:?}", self.now - self.start);
             if next_packet == Some(next) {
                 let Some(Reverse((_, _, from, to, bytes))) = self.inflight.pop() else { break };
                 if let Some(i) = self.nodes.iter().position(|n| n.addr == to && n.online) {
@@ -164,8 +174,13 @@ impl SimNet {
         while let Some((to, n)) = self.nodes[i].device.poll_transmit(&mut buf) {
             let from = self.nodes[i].addr;
             let bytes = buf[..n].to_vec();
-            self.wire.push(Sent { at, from, to, bytes: bytes.clone() });
+            if self.record {
+                self.wire.push(Sent { at, from, to, bytes: bytes.clone() });
+            }
             if self.loss_ppm > 0 && (self.rng.next_u32() % 1_000_000) < self.loss_ppm {
+                continue;
+            }
+            if self.blackout.is_some_and(|(a, b)| at >= a && at < b) {
                 continue;
             }
             self.seq += 1;

@@ -198,31 +198,15 @@ impl Assembler {
         self.slots.iter().filter(|s| s.frame != EMPTY && s.frame > n).map(|s| s.first_at).min()
     }
 
-    /// The next frame in order, copied into `out` (at least `MAX_FRAME` bytes); frames that
-    /// missed `deadline` are given up on the way.
-    pub fn poll_frame(&mut self, now: Instant, deadline: Duration, out: &mut [u8]) -> Option<FrameInfo> {
+    /// Gives up frames that missed `deadline` (or are useless while waiting for a keyframe) and
+    /// returns the slot of the next frame ready to deliver, if any.
+    fn advance(&mut self, now: Instant, deadline: Duration) -> Option<usize> {
         loop {
             let n = self.next?;
             let i = self.index(n);
             let here = self.slots[i].frame == n;
             if here && self.slots[i].complete() && (!self.waiting_key || self.slots[i].keyframe) {
-                let s = &mut self.slots[i];
-                let mut len = 0;
-                for k in 0..usize::from(s.count) {
-                    let l = usize::from(s.lens[k]);
-                    let off = k * MAX_VIDEO_PAYLOAD;
-                    out.get_mut(len..len + l)?.copy_from_slice(&s.buf[off..off + l]);
-                    len += l;
-                }
-                let info = FrameInfo { len, frame: n, keyframe: s.keyframe, capture_us: s.capture_us };
-                s.frame = EMPTY;
-                self.next = Some(n + 1);
-                if info.keyframe {
-                    self.waiting_key = false;
-                    self.need_keyframe = false;
-                }
-                self.stats.frames_delivered += 1;
-                return Some(info);
+                return Some(i);
             }
             if let Some(k) = self.complete_keyframe_after(n) {
                 for skipped in n..k {
@@ -249,9 +233,43 @@ impl Assembler {
         }
     }
 
+    /// Applies deadlines without delivering anything (on a timer).
+    pub fn expire(&mut self, now: Instant, deadline: Duration) {
+        self.advance(now, deadline);
+    }
+
+    /// The next frame in order, copied into `out` (at least `MAX_FRAME` bytes); frames that
+    /// missed `deadline` are given up on the way.
+    pub fn poll_frame(&mut self, now: Instant, deadline: Duration, out: &mut [u8]) -> Option<FrameInfo> {
+        let i = self.advance(now, deadline)?;
+        let s = &mut self.slots[i];
+        let mut len = 0;
+        for k in 0..usize::from(s.count) {
+            let l = usize::from(s.lens[k]);
+            let off = k * MAX_VIDEO_PAYLOAD;
+            out.get_mut(len..len + l)?.copy_from_slice(&s.buf[off..off + l]);
+            len += l;
+        }
+        let info = FrameInfo { len, frame: s.frame, keyframe: s.keyframe, capture_us: s.capture_us };
+        s.frame = EMPTY;
+        self.next = Some(info.frame + 1);
+        if info.keyframe {
+            self.waiting_key = false;
+            self.need_keyframe = false;
+        }
+        self.stats.frames_delivered += 1;
+        Some(info)
+    }
+
     /// When the frame being waited for reaches its deadline.
+    /// (None while the next frame is complete: it waits for the consumer, not for time.)
     pub fn poll_timeout(&self, deadline: Duration) -> Option<Instant> {
-        self.waiting_since(self.next?).map(|t| t + deadline)
+        let n = self.next?;
+        let s = &self.slots[self.index(n)];
+        if s.frame == n && s.complete() {
+            return None;
+        }
+        self.waiting_since(n).map(|t| t + deadline)
     }
 }
 

@@ -3,6 +3,9 @@
 pub mod assembler;
 pub mod codec;
 pub mod history;
+pub mod jitter;
 pub mod loss;
 pub mod packet;
+pub mod rate;
 pub mod sender;
+pub mod session;

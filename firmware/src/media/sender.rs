@@ -289,14 +289,16 @@ impl MediaSender {
         if self.budget <= 0.0 {
             return None;
         }
-        let (seq, retransmit) = match self.rtx.pop_front() {
-            Some(s) => (s, true),
-            None => {
-                let s = self.queue.pop_front()?;
-                (s, false)
+        let (n, retransmit) = loop {
+            let (seq, retransmit) = match self.rtx.pop_front() {
+                Some(s) => (s, true),
+                None => (self.queue.pop_front()?, false),
+            };
+            // A packet no longer in the history (overwritten) is skipped.
+            if let Some(n) = copy(self.video.get(seq), out, retransmit) {
+                break (n, retransmit);
             }
         };
-        let n = copy(self.video.get(seq), out, retransmit)?;
         if retransmit {
             self.stats.retransmits += 1;
         } else {
