@@ -238,7 +238,10 @@ impl Config {
             if let Some(v) = &m.video_kbps_start {
                 let k = in_range(v, 50, 20_000, "video_kbps_start").map_err(|m| at(v.span(), m))? as u32;
                 if k < media.video_kbps_min || k > media.video_kbps_max {
-                    return Err(at(v.span(), "video_kbps_start must be between video_kbps_min and video_kbps_max".into()));
+                    return Err(at(
+                        v.span(),
+                        "video_kbps_start must be between video_kbps_min and video_kbps_max".into(),
+                    ));
                 }
                 media.video_kbps_start = k;
             }
