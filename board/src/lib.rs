@@ -5,6 +5,7 @@ pub mod audio;
 pub mod camera;
 pub mod display;
 pub mod frame;
+pub mod png;
 pub mod sim;
 pub mod stamp;
 

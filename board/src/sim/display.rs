@@ -23,6 +23,11 @@ impl SimDisplay {
     pub fn presents(&self) -> u64 {
         self.presents
     }
+
+    /// Writes what the screen shows to a PNG file (atomically).
+    pub fn save_png(&self, path: impl AsRef<std::path::Path>) -> std::io::Result<()> {
+        crate::png::write_rgb(path, self.width, self.height, &self.shown)
+    }
 }
 
 impl Display for SimDisplay {
@@ -51,5 +56,19 @@ mod tests {
         assert_eq!(d.shown()[0], 0);
         d.present().unwrap();
         assert_eq!((d.shown()[0], d.presents()), (200, 1));
+    }
+
+    #[test]
+    fn saves_what_is_shown() {
+        let mut d = SimDisplay::new(4, 2);
+        d.framebuffer().fill(90);
+        d.present().unwrap();
+        d.framebuffer().fill(10); // drawn but not presented: not in the screenshot
+        let p = std::env::temp_dir().join(format!("peercom-simdisplay-{}.png", std::process::id()));
+        d.save_png(&p).unwrap();
+        let (w, h, rgb) = crate::png::read_rgb(&p).unwrap();
+        let _ = std::fs::remove_file(&p);
+        assert_eq!((w, h), (4, 2));
+        assert!(rgb.iter().all(|&b| b == 90));
     }
 }
