@@ -22,4 +22,9 @@ pub trait AudioIn: Send {
 pub trait AudioOut: Send {
     /// Plays `block`, its first sample at `now_us`.
     fn play(&mut self, now_us: u64, block: &[i16]) -> Result<(), BoardError>;
+
+    /// Mouth-to-ear latencies measured from a known test signal, in µs (sim speakers only).
+    fn measured_latencies_us(&self) -> &[u64] {
+        &[]
+    }
 }

@@ -40,8 +40,26 @@ impl LedState {
 /// A board's buttons report presses through this callback (button number).
 pub type ButtonSink = Box<dyn Fn(u8) + Send + Sync>;
 
+/// A board's media devices, handed to the media threads when the device starts.
+pub struct MediaDevices {
+    pub camera: Box<dyn camera::Camera>,
+    pub mic: Box<dyn audio::AudioIn>,
+    pub speaker: Box<dyn audio::AudioOut>,
+    pub display: Box<dyn display::Display>,
+}
+
+/// What the firmware asks of the media devices (from the config).
+#[derive(Debug, Clone, Copy)]
+pub struct MediaSpec {
+    pub width: usize,
+    pub height: usize,
+    pub fps: u32,
+}
+
 pub trait Board: Send {
     fn kind(&self) -> &'static str;
+    /// Opens camera, microphone, speaker and display. Called once at start-up.
+    fn media(&mut self, spec: MediaSpec) -> Result<MediaDevices, BoardError>;
     /// Starts reporting button presses to `sink`. Boards whose buttons are driven from outside
     /// (the simulator: `peercom ctl press N`) may ignore it.
     fn start_buttons(&mut self, sink: ButtonSink) -> Result<(), BoardError>;

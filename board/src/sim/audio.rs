@@ -98,6 +98,10 @@ impl AudioOut for SimSpeaker {
         self.played_samples += block.len() as u64;
         Ok(())
     }
+
+    fn measured_latencies_us(&self) -> &[u64] {
+        self.latencies_us()
+    }
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ pub use audio::{SimMic, SimSpeaker};
 pub use camera::SimCamera;
 pub use display::SimDisplay;
 
-use crate::{Board, BoardError, ButtonSink, Led, LedState};
+use crate::{Board, BoardError, ButtonSink, Led, LedState, MediaDevices, MediaSpec};
 
 #[derive(Debug)]
 pub struct SimBoard {
@@ -25,6 +25,16 @@ impl Default for SimBoard {
 impl Board for SimBoard {
     fn kind(&self) -> &'static str {
         "sim"
+    }
+
+    fn media(&mut self, spec: MediaSpec) -> Result<MediaDevices, BoardError> {
+        Ok(MediaDevices {
+            camera: Box::new(SimCamera::new(spec.width, spec.height, spec.fps)),
+            mic: Box::new(SimMic),
+            speaker: Box::new(SimSpeaker::new(1024)),
+            // The sim display matches the camera, like a 640x480 panel showing 640x480 video.
+            display: Box::new(SimDisplay::new(spec.width, spec.height)),
+        })
     }
 
     fn start_buttons(&mut self, _sink: ButtonSink) -> Result<(), BoardError> {

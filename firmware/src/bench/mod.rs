@@ -1,4 +1,6 @@
 //! Benchmarks (`peercom bench …`): each prints one JSON object.
 pub mod handshake;
+pub mod media;
 pub mod pair;
+pub mod relay;
 pub mod stats;

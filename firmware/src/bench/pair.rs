@@ -9,6 +9,7 @@ pub struct Pair {
     pub dir: PathBuf,
     pub a: DeviceHandle,
     pub b: DeviceHandle,
+    pub relay: Option<super::relay::Relay>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -33,6 +34,15 @@ fn write_config(dir: &Path, name: &str, key: &str, listen: &str, peer: Peer<'_>,
 impl Pair {
     /// Starts devices "A" and "B" (B answers automatically if `auto_answer`).
     pub async fn start(dir: &Path, auto_answer: bool) -> Result<Pair, String> {
+        Self::start_via(dir, auto_answer, None).await
+    }
+
+    /// Like `start`, with A's traffic to B going through an impairing relay if `via` is given.
+    pub async fn start_via(
+        dir: &Path,
+        auto_answer: bool,
+        via: Option<super::relay::Impairment>,
+    ) -> Result<Pair, String> {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let ka = generate_key_file(&dir.join("a.key"), true).map_err(|e| e.to_string())?;
         let kb = generate_key_file(&dir.join("b.key"), true).map_err(|e| e.to_string())?;
@@ -42,15 +52,22 @@ impl Pair {
         let cb = Config::load(&pb).map_err(|e| e.to_string())?;
         let board = peercom_board::open("sim").map_err(|e| e.to_string())?;
         let (b, tb) = runtime::start(&cb, kb, board).map_err(|e| e.to_string())?;
-        let pa =
-            write_config(dir, "A", "a.key", "127.0.0.1:0", Peer("B", &b_id, Some(&b.local_addr.to_string())), false);
+        let relay = match via {
+            Some(imp) => Some(super::relay::Relay::start(b.local_addr, imp).await.map_err(|e| e.to_string())?),
+            None => None,
+        };
+        let b_addr = relay.as_ref().map_or(b.local_addr, |r| r.a_side).to_string();
+        let pa = write_config(dir, "A", "a.key", "127.0.0.1:0", Peer("B", &b_id, Some(&b_addr)), false);
         let ca = Config::load(&pa).map_err(|e| e.to_string())?;
         let board = peercom_board::open("sim").map_err(|e| e.to_string())?;
         let (a, ta) = runtime::start(&ca, ka, board).map_err(|e| e.to_string())?;
-        Ok(Pair { dir: dir.to_path_buf(), a, b, tasks: vec![ta, tb] })
+        Ok(Pair { dir: dir.to_path_buf(), a, b, relay, tasks: vec![ta, tb] })
     }
 
     pub async fn stop(self) {
+        if let Some(r) = self.relay {
+            r.stop();
+        }
         self.a.shutdown().await;
         self.b.shutdown().await;
         for t in self.tasks {

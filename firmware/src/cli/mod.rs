@@ -55,10 +55,16 @@ enum Cmd {
         #[command(subcommand)]
         cmd: crate::runtime::protocol::Request,
     },
-    /// Two simulated devices on this machine call each other over real UDP.
+    /// Two simulated devices on this machine make a video call over real UDP and report it.
     Demo {
-        #[arg(long, default_value_t = 3)]
-        seconds: u64,
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+        /// Where to write the displays as PNG.
+        #[arg(long, default_value = "peercom-demo")]
+        out: PathBuf,
+        /// Print one JSON object instead of a readable summary.
+        #[arg(long)]
+        json: bool,
     },
     /// Benchmarks that print JSON.
     Bench {
@@ -73,6 +79,22 @@ enum BenchCmd {
     Handshake {
         #[arg(long, default_value_t = 200)]
         calls: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// A video call between two sim devices on loopback, measured; impairments through a relay.
+    Media {
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+        /// Random packet loss, percent (each direction).
+        #[arg(long, default_value_t = 0.0)]
+        loss: f64,
+        /// One-way delay, ms.
+        #[arg(long, default_value_t = 0.0)]
+        delay: f64,
+        /// Extra random delay of 0..jitter ms per packet.
+        #[arg(long, default_value_t = 0.0)]
+        jitter: f64,
         #[arg(long)]
         json: bool,
     },
@@ -93,8 +115,24 @@ pub fn main() -> i32 {
         Cmd::CheckConfig { file } => check::check(&file),
         Cmd::Run { config, board } => run::run(&config, &board),
         Cmd::Ctl { socket, config, cmd } => ctl::ctl(socket, config, cmd),
-        Cmd::Demo { seconds } => demo::demo(seconds),
+        Cmd::Demo { seconds, out, json } => demo::demo(seconds, &out, json),
         Cmd::Bench { which: BenchCmd::Handshake { calls, json } } => crate::bench::handshake::run(calls, json),
+        Cmd::Bench { which: BenchCmd::Media { seconds, loss, delay, jitter, json } } => {
+            let ms = |x: f64| std::time::Duration::from_secs_f64(x.clamp(0.0, 10_000.0) / 1000.0);
+            let impaired = loss > 0.0 || delay > 0.0 || jitter > 0.0;
+            let imp = crate::bench::relay::Impairment {
+                loss_pct: loss.clamp(0.0, 100.0),
+                delay: ms(delay),
+                jitter: ms(jitter),
+            };
+            let o = crate::bench::media::CallOptions {
+                seconds: seconds.clamp(1.0, 3600.0),
+                impairment: impaired.then_some(imp),
+                snapshots: None,
+                verbose: false,
+            };
+            crate::bench::media::run(o, json)
+        }
     }
 }
 

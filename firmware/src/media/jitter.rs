@@ -186,10 +186,13 @@ impl JitterBuffer {
                 (s.seq, s.capture_us)
             }
         };
-        if self.next.is_none() && now < self.due(cap) {
+        // Ticks come once a frame: a frame plays at the tick nearest its due time, so on average
+        // it waits exactly `target` (rounding up would add half a frame of delay).
+        let half = self.frame_us() as i64 / 2;
+        if self.next.is_none() && now + half < self.due(cap) {
             return Playout::Silence;
         }
-        if self.next.is_some() && now + (self.frame_us() as i64) / 2 < self.due(cap) {
+        if self.next.is_some() && now + half < self.due(cap) {
             self.stats.stretched += 1;
             return Playout::Stretch;
         }

@@ -1,7 +1,8 @@
 //! The device loop: one task owns the device core and its socket; everything else talks to it
 //! through a bounded channel.
 use super::indicators;
-use crate::call::{CallEvent, Phase};
+use super::media::{MediaInputs, MediaLink, MediaParams, Shared, UiStatic};
+use crate::call::{CallEvent, Outcome, Phase};
 use crate::config::Config;
 use crate::device::{Command, Device, DeviceError, DeviceEvent, Input, Status};
 use crate::identity::DeviceKey;
@@ -35,6 +36,8 @@ pub struct DeviceHandle {
     events: broadcast::Sender<Notice>,
     contacts: std::sync::Arc<Vec<String>>,
     pub local_addr: std::net::SocketAddr,
+    /// The media threads' shared state (measurements, snapshots), if media runs.
+    pub media: Option<std::sync::Arc<Shared>>,
 }
 
 impl DeviceHandle {
@@ -84,27 +87,68 @@ impl DeviceHandle {
     }
 }
 
-/// Binds the device's UDP socket and starts its loop on the current tokio runtime.
+/// The zero of the media clock, shared by every device in this process (so the sim board's
+/// latency measurements compare like with like).
+pub fn media_origin() -> Instant {
+    static ORIGIN: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *ORIGIN.get_or_init(Instant::now)
+}
+
+/// Binds the device's UDP socket and starts its loop on the current tokio runtime, with the
+/// board's camera, audio and display on their own threads.
 pub fn start(
     config: &Config,
     key: DeviceKey,
-    board: Box<dyn Board>,
+    mut board: Box<dyn Board>,
 ) -> std::io::Result<(DeviceHandle, JoinHandle<()>)> {
     let std_sock = std::net::UdpSocket::bind(config.listen)?;
     std_sock.set_nonblocking(true)?;
     let socket = UdpSocket::from_std(std_sock)?;
     let local_addr = socket.local_addr()?;
-    let device = Device::new(config, key, EndpointConfig::default(), Rng::from_os());
+    let origin = media_origin();
+    let device = Device::with_clock(config, key, EndpointConfig::default(), Rng::from_os(), origin);
+    let m = &config.media;
+    let spec =
+        peercom_board::MediaSpec { width: usize::from(m.width), height: usize::from(m.height), fps: u32::from(m.fps) };
+    let media = match board.media(spec) {
+        Ok(devices) => {
+            let params = MediaParams {
+                width: spec.width,
+                height: spec.height,
+                fps: spec.fps,
+                start_kbps: m.video_kbps_start,
+                audio_frame_ms: u32::from(m.audio_frame_ms),
+                audio_kbps: m.audio_kbps,
+                audio_complexity: m.audio_complexity,
+            };
+            let id = device.id();
+            let ui = UiStatic {
+                device: config.name.clone(),
+                id_short: id.short(),
+                id_full: id.to_string(),
+                contacts: config.contacts.iter().map(|c| (c.name.clone(), c.button)).collect(),
+                answer_button: config.answer_button,
+                reject_button: config.reject_button,
+            };
+            Some(MediaLink::start(params, devices, ui, origin)?)
+        }
+        Err(e) => {
+            log!("{}: no camera/audio/display ({e}); calls carry no media", config.name);
+            None
+        }
+    };
     let (tx, rx) = mpsc::channel(32);
     let (phase_tx, phase_rx) = watch::channel((Phase::Idle, Instant::now()));
     let (events, _) = broadcast::channel(256);
     let contacts = std::sync::Arc::new(config.contacts.iter().map(|c| c.name.clone()).collect());
-    let handle = DeviceHandle { tx, phase: phase_rx, events: events.clone(), contacts, local_addr };
+    let shared = media.as_ref().map(|(l, _)| l.shared.clone());
+    let handle = DeviceHandle { tx, phase: phase_rx, events: events.clone(), contacts, local_addr, media: shared };
     let name = config.name.clone();
-    let task = tokio::spawn(run(name, device, socket, board, rx, phase_tx, events));
+    let task = tokio::spawn(run(name, device, socket, board, rx, phase_tx, events, media));
     Ok((handle, task))
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn run(
     name: String,
     mut device: Device,
@@ -113,12 +157,20 @@ async fn run(
     mut rx: mpsc::Receiver<Request>,
     phase_tx: watch::Sender<(Phase, Instant)>,
     events: broadcast::Sender<Notice>,
+    media: Option<(MediaLink, MediaInputs)>,
 ) {
     let mut buf = [0u8; 2048];
     let mut out = [0u8; MAX_DATAGRAM];
+    let (mut link, mut inputs) = match media {
+        Some((l, i)) => (Some(l), Some(i)),
+        None => (None, None),
+    };
     indicators::show(board.as_mut(), Phase::Idle);
     log!("{name}: ready as {} on {}", device.id(), socket.local_addr().map(|a| a.to_string()).unwrap_or_default());
     loop {
+        if let Some(l) = link.as_mut() {
+            l.pump(Instant::now(), device.media());
+        }
         // Drain everything the core produced before waiting again.
         while let Some((dst, n)) = device.poll_transmit(&mut out) {
             if let Err(e) = socket.send_to(&out[..n], dst).await {
@@ -127,11 +179,27 @@ async fn run(
         }
         while let Some(ev) = device.poll_event() {
             report(&name, &device, &ev, &events);
+            if let (Some(l), DeviceEvent::Call(CallEvent::Ended { contact, outcome, .. })) = (link.as_mut(), &ev) {
+                let c = device.contacts().get(*contact).map(|c| c.name.as_str());
+                let failed = matches!(
+                    outcome,
+                    Outcome::Unreachable
+                        | Outcome::Busy
+                        | Outcome::NoAnswer
+                        | Outcome::Rejected
+                        | Outcome::PeerVanished
+                );
+                l.set_phase(Phase::Idle, c, device.status().missed_calls, Some((outcome.as_str(), failed)));
+            }
         }
         let phase = device.phase();
         if phase_tx.borrow().0 != phase {
             indicators::show(board.as_mut(), phase);
             phase_tx.send_replace((phase, Instant::now()));
+            if let Some(l) = link.as_mut() {
+                let s = device.status();
+                l.set_phase(phase, s.contact.as_deref(), s.missed_calls, None);
+            }
         }
         let deadline = device.poll_timeout();
         let sleep = async {
@@ -140,7 +208,30 @@ async fn run(
                 None => std::future::pending().await,
             }
         };
+        let (video_rx, audio_rx) = match inputs.as_mut() {
+            Some(i) => (Some(&mut i.video), Some(&mut i.audio)),
+            None => (None, None),
+        };
+        let video_in = async {
+            match video_rx {
+                Some(r) => r.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        let audio_in = async {
+            match audio_rx {
+                Some(r) => r.recv().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
+            // Audio first: it never waits behind video.
+            biased;
+            Some(p) = audio_in => {
+                if let Some(l) = link.as_mut() {
+                    l.on_audio(device.media(), &p);
+                }
+            }
             r = socket.recv_from(&mut buf) => match r {
                 Ok((n, from)) => {
                     let _ = device.handle_input(Instant::now(), Input::Datagram { from, bytes: &buf[..n] });
@@ -150,6 +241,11 @@ async fn run(
             },
             _ = sleep => {
                 let _ = device.handle_input(Instant::now(), Input::Timeout);
+            }
+            Some(f) = video_in => {
+                if let Some(l) = link.as_mut() {
+                    l.on_video(Instant::now(), device.media(), f);
+                }
             }
             req = rx.recv() => match req {
                 Some(Request::Command(cmd, reply)) => {
@@ -173,6 +269,9 @@ async fn run(
                         while let Some(ev) = device.poll_event() {
                             report(&name, &device, &ev, &events);
                         }
+                    }
+                    if let Some(l) = link.take() {
+                        l.stop();
                     }
                     log!("{name}: stopped");
                     return;

@@ -3,6 +3,7 @@
 pub mod control;
 mod driver;
 mod indicators;
+pub mod media;
 pub mod protocol;
 
 pub use driver::{DeviceHandle, Notice, start};

@@ -1,0 +1,294 @@
+//! A measured audio/video call between two sim devices in this process, over real UDP on
+//! 127.0.0.1 (through an impairing relay when loss, delay or jitter is asked for). Used by
+//! `peercom demo` and `peercom bench media`.
+//!
+//! Latency comes from the media itself: the sim camera stamps capture time into the pixels and
+//! the receiver reads it back from the decoded picture when it is presented (glass to glass);
+//! the sim microphone's tone bursts sit on a 500 ms grid of the shared media clock and the sim
+//! speaker times their onsets (mouth to ear).
+use super::pair::Pair;
+use super::relay::Impairment;
+use super::stats::{Percentiles, percentiles};
+use crate::call::Phase;
+use crate::device::Command;
+use crate::runtime::DeviceHandle;
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+const WAIT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone)]
+pub struct CallOptions {
+    pub seconds: f64,
+    pub impairment: Option<Impairment>,
+    /// Write both displays as PNG here near the end of the call.
+    pub snapshots: Option<PathBuf>,
+    pub verbose: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Side {
+    pub frames_decoded: u64,
+    pub frames_lost: u64,
+    pub decode_errors: u64,
+    pub fps_rx: f64,
+    pub g2g_ms: Percentiles,
+    pub m2e_ms: Percentiles,
+    pub audio_concealed_pct: f64,
+    pub audio_gap_max_ms: u32,
+    pub bitrate_kbps: f64,
+    pub target_kbps: u32,
+    pub rtt_ms: f64,
+    pub retransmits: u64,
+    pub keyframes_sent: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CallReport {
+    pub seconds: f64,
+    pub loss_pct: f64,
+    pub delay_ms: f64,
+    pub jitter_ms: f64,
+    /// Button press on A to the first frame from B presented on A's display.
+    pub setup_ms: f64,
+    pub g2g_ms: Percentiles,
+    pub m2e_ms: Percentiles,
+    /// Audio delay minus video delay (p50s): positive when sound lags the picture.
+    pub av_skew_ms: f64,
+    pub fps_rx: f64,
+    pub frames_decoded: u64,
+    pub frames_lost: u64,
+    pub audio_concealed_pct: f64,
+    pub audio_gap_max_ms: u32,
+    pub bitrate_kbps: f64,
+    /// CPU time of the whole process (both devices, all threads) over the call, in % of one core.
+    pub cpu_pct: f64,
+    /// Resident memory of the whole process (both devices) at the end of the call.
+    pub rss_mb: f64,
+    pub still_in_call: bool,
+    pub snapshots: Vec<String>,
+    pub a: Side,
+    pub b: Side,
+}
+
+/// CPU seconds used by this process so far (utime + stime from /proc).
+fn cpu_seconds() -> f64 {
+    let Ok(s) = std::fs::read_to_string("/proc/self/stat") else { return 0.0 };
+    // Fields after the command name (which may contain spaces) start after the last ')'.
+    let Some(rest) = s.rfind(')').map(|i| &s[i + 2..]) else { return 0.0 };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of the full line: 11 and 12 after the state field.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn rss_mb() -> f64 {
+    let Ok(s) = std::fs::read_to_string("/proc/self/status") else { return 0.0 };
+    s.lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or(0.0, |kb| (kb / 1024.0 * 10.0).round() / 10.0)
+}
+
+struct Raw {
+    side: Side,
+    g2g: Vec<f64>,
+    m2e: Vec<f64>,
+    played: u64,
+    concealed: u64,
+    first_frame: Option<Instant>,
+}
+
+async fn measure(h: &DeviceHandle, secs: f64) -> Raw {
+    let stats = h.status().await.and_then(|(s, _)| s.media).unwrap_or_default();
+    let Some(sh) = h.media.as_ref() else {
+        return Raw { side: empty_side(), g2g: vec![], m2e: vec![], played: 0, concealed: 0, first_frame: None };
+    };
+    let p = sh.probe.lock().map(|p| p.clone()).unwrap_or_default();
+    let mut g2g: Vec<f64> = p.g2g_us.iter().map(|&u| f64::from(u) / 1000.0).collect();
+    let mut m2e: Vec<f64> = p.m2e_us.iter().map(|&u| u as f64 / 1000.0).collect();
+    let j = p.jitter;
+    let played = j.played + j.fec + j.concealed;
+    let concealed = j.fec + j.concealed;
+    let frame_ms = 20;
+    let side = Side {
+        frames_decoded: p.frames_decoded,
+        frames_lost: stats.received.frames_lost,
+        decode_errors: p.decode_errors,
+        fps_rx: round1(p.frames_decoded as f64 / secs),
+        g2g_ms: percentiles(&mut g2g.clone()),
+        m2e_ms: percentiles(&mut m2e.clone()),
+        audio_concealed_pct: round1(if played > 0 { concealed as f64 * 100.0 / played as f64 } else { 0.0 }),
+        audio_gap_max_ms: j.longest_gap * frame_ms,
+        bitrate_kbps: round1(stats.sent.video_bytes as f64 * 8.0 / secs / 1000.0),
+        target_kbps: stats.target_kbps,
+        rtt_ms: round1(stats.rtt_ms),
+        retransmits: stats.sent.retransmits,
+        keyframes_sent: stats.sent.keyframes_sent,
+    };
+    g2g.sort_by(f64::total_cmp);
+    m2e.sort_by(f64::total_cmp);
+    Raw { side, g2g, m2e, played, concealed, first_frame: p.first_frame_at }
+}
+
+fn empty_side() -> Side {
+    let z = percentiles(&mut []);
+    Side {
+        frames_decoded: 0,
+        frames_lost: 0,
+        decode_errors: 0,
+        fps_rx: 0.0,
+        g2g_ms: z,
+        m2e_ms: z,
+        audio_concealed_pct: 0.0,
+        audio_gap_max_ms: 0,
+        bitrate_kbps: 0.0,
+        target_kbps: 0,
+        rtt_ms: 0.0,
+        retransmits: 0,
+        keyframes_sent: 0,
+    }
+}
+
+fn round1(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}
+
+fn say(verbose: bool, line: &str) {
+    if verbose {
+        println!("{line}");
+    }
+}
+
+pub async fn call(dir: &Path, o: &CallOptions) -> Result<CallReport, String> {
+    let v = o.verbose;
+    let p = Pair::start_via(dir, true, o.impairment).await?;
+    say(v, "== A presses button 1 (calls B); B answers automatically");
+    let t0 = Instant::now();
+    p.a.command(Command::Press(1)).await?;
+    p.a.wait_phase(Phase::InCall, WAIT).await.ok_or("A never got into the call")?;
+    p.b.wait_phase(Phase::InCall, WAIT).await.ok_or("B never got into the call")?;
+    let connected = t0.elapsed();
+    let cpu0 = cpu_seconds();
+    let wall0 = Instant::now();
+    say(v, &format!("== in call after {:.1} ms; talking for {} s", connected.as_secs_f64() * 1000.0, o.seconds));
+    let snap_at = Duration::from_secs_f64((o.seconds - 0.5).max(0.5));
+    tokio::time::sleep(snap_at.min(Duration::from_secs_f64(o.seconds))).await;
+    let mut snapshots = Vec::new();
+    if let Some(out) = &o.snapshots {
+        std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
+        for (name, h) in [("A", &p.a), ("B", &p.b)] {
+            if let Some(sh) = h.media.clone() {
+                let path = out.join(format!("display-{name}.png"));
+                let ok = tokio::task::spawn_blocking({
+                    let path = path.clone();
+                    move || sh.snapshot(&path)
+                })
+                .await
+                .unwrap_or(false);
+                if ok {
+                    snapshots.push(path.display().to_string());
+                }
+            }
+        }
+    }
+    let rest = Duration::from_secs_f64(o.seconds).saturating_sub(wall0.elapsed());
+    tokio::time::sleep(rest).await;
+    let wall = wall0.elapsed().as_secs_f64();
+    let cpu_pct = round1((cpu_seconds() - cpu0) / wall * 100.0);
+    let rss = rss_mb();
+    let still_in_call = p.a.phase().0 == Phase::InCall && p.b.phase().0 == Phase::InCall;
+    let ra = measure(&p.a, wall).await;
+    let rb = measure(&p.b, wall).await;
+    say(v, "== A hangs up");
+    let _ = p.a.command(Command::Hangup).await;
+    p.a.wait_phase(Phase::Idle, WAIT).await;
+    p.b.wait_phase(Phase::Idle, WAIT).await;
+    if let Some(out) = &o.snapshots {
+        // The ready screen after the call, for the record.
+        if let Some(sh) = p.a.media.clone() {
+            let path = out.join("display-A-after.png");
+            let _ = tokio::task::spawn_blocking(move || sh.snapshot(&path)).await;
+        }
+    }
+    p.stop().await;
+
+    let mut g2g: Vec<f64> = ra.g2g.iter().chain(&rb.g2g).copied().collect();
+    let mut m2e: Vec<f64> = ra.m2e.iter().chain(&rb.m2e).copied().collect();
+    let g = percentiles(&mut g2g);
+    let m = percentiles(&mut m2e);
+    let played = ra.played + rb.played;
+    let imp = o.impairment.unwrap_or_default();
+    Ok(CallReport {
+        seconds: round1(wall),
+        loss_pct: imp.loss_pct,
+        delay_ms: imp.delay.as_secs_f64() * 1000.0,
+        jitter_ms: imp.jitter.as_secs_f64() * 1000.0,
+        setup_ms: ra.first_frame.map_or(-1.0, |t| round1(t.duration_since(t0).as_secs_f64() * 1000.0)),
+        g2g_ms: g,
+        m2e_ms: m,
+        av_skew_ms: round1(m.p50 - g.p50),
+        fps_rx: round1((ra.side.fps_rx + rb.side.fps_rx) / 2.0),
+        frames_decoded: ra.side.frames_decoded + rb.side.frames_decoded,
+        frames_lost: ra.side.frames_lost + rb.side.frames_lost,
+        audio_concealed_pct: round1(if played > 0 {
+            (ra.concealed + rb.concealed) as f64 * 100.0 / played as f64
+        } else {
+            0.0
+        }),
+        audio_gap_max_ms: ra.side.audio_gap_max_ms.max(rb.side.audio_gap_max_ms),
+        bitrate_kbps: round1((ra.side.bitrate_kbps + rb.side.bitrate_kbps) / 2.0),
+        cpu_pct,
+        rss_mb: rss,
+        still_in_call,
+        snapshots,
+        a: ra.side,
+        b: rb.side,
+    })
+}
+
+/// `peercom bench media`: one call, one JSON object (or a readable summary).
+pub fn run(o: CallOptions, json: bool) -> i32 {
+    let rt = match crate::cli::runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("peercom bench media: {e}");
+            return 1;
+        }
+    };
+    let dir = super::pair::temp_dir("bench-media");
+    let r = rt.block_on(call(&dir, &o));
+    let _ = std::fs::remove_dir_all(&dir);
+    match r {
+        Ok(rep) => {
+            if json {
+                println!("{}", serde_json::to_string(&rep).unwrap_or_default());
+            } else {
+                print_summary(&rep);
+            }
+            0
+        }
+        Err(e) => {
+            eprintln!("peercom bench media: {e}");
+            1
+        }
+    }
+}
+
+pub fn print_summary(r: &CallReport) {
+    println!("== call summary ({:.1} s, both directions)", r.seconds);
+    println!("   set-up (press to first remote frame shown): {:.1} ms", r.setup_ms);
+    println!("   glass-to-glass: p50 {:.1} ms, p95 {:.1} ms", r.g2g_ms.p50, r.g2g_ms.p95);
+    println!("   mouth-to-ear:   p50 {:.1} ms, p95 {:.1} ms", r.m2e_ms.p50, r.m2e_ms.p95);
+    println!(
+        "   video: {:.1} fps received, {} frames decoded, {} lost, {:.0} kbit/s",
+        r.fps_rx, r.frames_decoded, r.frames_lost, r.bitrate_kbps
+    );
+    println!("   audio: {:.1}% concealed, longest gap {} ms", r.audio_concealed_pct, r.audio_gap_max_ms);
+    println!("   cost: {:.1}% of one core, {:.1} MB resident (both devices, one process)", r.cpu_pct, r.rss_mb);
+    for s in &r.snapshots {
+        println!("   display snapshot: {s}");
+    }
+}
