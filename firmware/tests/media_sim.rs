@@ -96,7 +96,8 @@ impl Call {
                 }
                 let mut pkt = [0u8; 1200];
                 while let Some((h, n)) = m.poll_audio(&mut pkt) {
-                    s.jb.push(us, h.seq, h.capture_us, &pkt[..n]);
+                    let rtx = h.flags & peercom::media::packet::FLAG_RETRANSMIT != 0;
+                    s.jb.push(us, h.seq, h.capture_us, rtx, &pkt[..n]);
                 }
                 if ms % 20 == 0 {
                     let _ = matches!(s.jb.pop(us), Playout::Packet(_));

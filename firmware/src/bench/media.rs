@@ -36,6 +36,7 @@ pub struct Side {
     pub g2g_ms: Percentiles,
     pub m2e_ms: Percentiles,
     pub audio_concealed_pct: f64,
+    pub audio_fec_pct: f64,
     pub audio_gap_max_ms: u32,
     pub bitrate_kbps: f64,
     pub target_kbps: u32,
@@ -59,7 +60,10 @@ pub struct CallReport {
     pub fps_rx: f64,
     pub frames_decoded: u64,
     pub frames_lost: u64,
+    /// Audio frames the decoder had to invent (packet-loss concealment), % of frames played.
     pub audio_concealed_pct: f64,
+    /// Audio frames rebuilt from the next packet's in-band FEC, % of frames played.
+    pub audio_fec_pct: f64,
     pub audio_gap_max_ms: u32,
     pub bitrate_kbps: f64,
     /// CPU time of the whole process (both devices, all threads) over the call, in % of one core.
@@ -98,20 +102,29 @@ struct Raw {
     m2e: Vec<f64>,
     played: u64,
     concealed: u64,
+    fec: u64,
     first_frame: Option<Instant>,
 }
 
 async fn measure(h: &DeviceHandle, secs: f64) -> Raw {
     let stats = h.status().await.and_then(|(s, _)| s.media).unwrap_or_default();
     let Some(sh) = h.media.as_ref() else {
-        return Raw { side: empty_side(), g2g: vec![], m2e: vec![], played: 0, concealed: 0, first_frame: None };
+        return Raw {
+            side: empty_side(),
+            g2g: vec![],
+            m2e: vec![],
+            played: 0,
+            concealed: 0,
+            fec: 0,
+            first_frame: None,
+        };
     };
     let p = sh.probe.lock().map(|p| p.clone()).unwrap_or_default();
     let mut g2g: Vec<f64> = p.g2g_us.iter().map(|&u| f64::from(u) / 1000.0).collect();
     let mut m2e: Vec<f64> = p.m2e_us.iter().map(|&u| u as f64 / 1000.0).collect();
     let j = p.jitter;
     let played = j.played + j.fec + j.concealed;
-    let concealed = j.fec + j.concealed;
+    let pct = |x: u64| round1(if played > 0 { x as f64 * 100.0 / played as f64 } else { 0.0 });
     let frame_ms = 20;
     let side = Side {
         frames_decoded: p.frames_decoded,
@@ -120,7 +133,8 @@ async fn measure(h: &DeviceHandle, secs: f64) -> Raw {
         fps_rx: round1(p.frames_decoded as f64 / secs),
         g2g_ms: percentiles(&mut g2g.clone()),
         m2e_ms: percentiles(&mut m2e.clone()),
-        audio_concealed_pct: round1(if played > 0 { concealed as f64 * 100.0 / played as f64 } else { 0.0 }),
+        audio_concealed_pct: pct(j.concealed),
+        audio_fec_pct: pct(j.fec),
         audio_gap_max_ms: j.longest_gap * frame_ms,
         bitrate_kbps: round1(stats.sent.video_bytes as f64 * 8.0 / secs / 1000.0),
         target_kbps: stats.target_kbps,
@@ -130,7 +144,7 @@ async fn measure(h: &DeviceHandle, secs: f64) -> Raw {
     };
     g2g.sort_by(f64::total_cmp);
     m2e.sort_by(f64::total_cmp);
-    Raw { side, g2g, m2e, played, concealed, first_frame: p.first_frame_at }
+    Raw { side, g2g, m2e, played, concealed: j.concealed, fec: j.fec, first_frame: p.first_frame_at }
 }
 
 fn empty_side() -> Side {
@@ -143,6 +157,7 @@ fn empty_side() -> Side {
         g2g_ms: z,
         m2e_ms: z,
         audio_concealed_pct: 0.0,
+        audio_fec_pct: 0.0,
         audio_gap_max_ms: 0,
         bitrate_kbps: 0.0,
         target_kbps: 0,
@@ -238,6 +253,7 @@ pub async fn call(dir: &Path, o: &CallOptions) -> Result<CallReport, String> {
         } else {
             0.0
         }),
+        audio_fec_pct: round1(if played > 0 { (ra.fec + rb.fec) as f64 * 100.0 / played as f64 } else { 0.0 }),
         audio_gap_max_ms: ra.side.audio_gap_max_ms.max(rb.side.audio_gap_max_ms),
         bitrate_kbps: round1((ra.side.bitrate_kbps + rb.side.bitrate_kbps) / 2.0),
         cpu_pct,
@@ -286,7 +302,10 @@ pub fn print_summary(r: &CallReport) {
         "   video: {:.1} fps received, {} frames decoded, {} lost, {:.0} kbit/s",
         r.fps_rx, r.frames_decoded, r.frames_lost, r.bitrate_kbps
     );
-    println!("   audio: {:.1}% concealed, longest gap {} ms", r.audio_concealed_pct, r.audio_gap_max_ms);
+    println!(
+        "   audio: {:.1}% concealed, {:.1}% rebuilt from FEC, longest gap {} ms",
+        r.audio_concealed_pct, r.audio_fec_pct, r.audio_gap_max_ms
+    );
     println!("   cost: {:.1}% of one core, {:.1} MB resident (both devices, one process)", r.cpu_pct, r.rss_mb);
     for s in &r.snapshots {
         println!("   display snapshot: {s}");

@@ -130,13 +130,31 @@ impl JitterBuffer {
         self.base[0].0.min(self.base[1].0)
     }
 
-    /// A packet arrived at `now_us` (receiver clock).
-    pub fn push(&mut self, now_us: u64, seq: u16, capture_us: u64, payload: &[u8]) {
+    /// A packet arrived at `now_us` (receiver clock). A retransmission is late by design: it
+    /// fills its slot but says nothing about the path's delay variation.
+    pub fn push(&mut self, now_us: u64, seq: u16, capture_us: u64, retransmit: bool, payload: &[u8]) {
         let ext = self.unwrap.unwrap(seq);
         if payload.is_empty() || payload.len() > MAX_AUDIO_PAYLOAD {
             return;
         }
         let transit = now_us as i64 - capture_us as i64;
+        if !retransmit {
+            self.observe(now_us, transit);
+        }
+        // Too late to play, but its delay above counts: the next ones will be in time.
+        if self.next.is_some_and(|(n, _)| ext < n) {
+            self.stats.late += 1;
+            return;
+        }
+        let n = self.slots.len() as u64;
+        let slot = &mut self.slots[(ext % n) as usize];
+        slot.seq = ext;
+        slot.capture_us = capture_us;
+        slot.len = payload.len() as u16;
+        slot.data[..payload.len()].copy_from_slice(payload);
+    }
+
+    fn observe(&mut self, now_us: u64, transit: i64) {
         if now_us.saturating_sub(self.base[1].1) > BASE_WINDOW_US / 2 {
             self.base[0] = self.base[1];
             self.base[1] = (transit, now_us);
@@ -151,17 +169,6 @@ impl JitterBuffer {
         if want > self.target_us || want + self.frame_us() / 2 < self.target_us {
             self.target_us = want;
         }
-        // Too late to play, but its delay above counts: the next ones will be in time.
-        if self.next.is_some_and(|(n, _)| ext < n) {
-            self.stats.late += 1;
-            return;
-        }
-        let n = self.slots.len() as u64;
-        let slot = &mut self.slots[(ext % n) as usize];
-        slot.seq = ext;
-        slot.capture_us = capture_us;
-        slot.len = payload.len() as u16;
-        slot.data[..payload.len()].copy_from_slice(payload);
     }
 
     fn find(&self, seq: u64) -> Option<&Slot> {
@@ -260,7 +267,7 @@ mod tests {
         while out.chars().filter(|&c| c != 's').count() < frames as usize {
             while a < arrivals.len() && arrivals[a].0 <= t {
                 let s = arrivals[a].1;
-                b.push(arrivals[a].0, s as u16, s * F + 1_000_000, &[s as u8]);
+                b.push(arrivals[a].0, s as u16, s * F + 1_000_000, false, &[s as u8]);
                 a += 1;
             }
             out.push(kind(&b.pop(t)));

@@ -273,14 +273,14 @@ impl MediaSender {
     pub fn poll_transmit(&mut self, now: Instant, out: &mut [u8]) -> Option<usize> {
         if let Some(seq) = self.audio_pending.pop_front() {
             self.stats.audio_packets += 1;
-            return copy(self.audio.get(seq), out, false);
+            return copy(self.audio.get(seq), out, None);
         }
         if let Some(f) = self.feedback.pop_front() {
             return write_feedback(out, &f);
         }
         if let Some(seq) = self.audio_rtx.pop_front() {
             self.stats.retransmits += 1;
-            return copy(self.audio.get(seq), out, false);
+            return copy(self.audio.get(seq), out, Some(AUDIO_FLAGS_AT));
         }
         if self.rtx.is_empty() && self.queue.is_empty() {
             return None;
@@ -295,7 +295,7 @@ impl MediaSender {
                 None => (self.queue.pop_front()?, false),
             };
             // A packet no longer in the history (overwritten) is skipped.
-            if let Some(n) = copy(self.video.get(seq), out, retransmit) {
+            if let Some(n) = copy(self.video.get(seq), out, retransmit.then_some(VIDEO_FLAGS_AT)) {
                 break (n, retransmit);
             }
         };
@@ -323,13 +323,17 @@ impl MediaSender {
     }
 }
 
-fn copy(src: Option<&[u8]>, out: &mut [u8], retransmit: bool) -> Option<usize> {
+/// Where the flags byte sits in the video and audio headers.
+const VIDEO_FLAGS_AT: usize = 7;
+const AUDIO_FLAGS_AT: usize = 3;
+
+/// Copies a packet from the history; a retransmission is marked in its flags byte at `rtx_flags`.
+fn copy(src: Option<&[u8]>, out: &mut [u8], rtx_flags: Option<usize>) -> Option<usize> {
     let src = src?;
     let dst = out.get_mut(..src.len())?;
     dst.copy_from_slice(src);
-    if retransmit {
-        // The video header's flags byte.
-        dst[7] |= FLAG_RETRANSMIT;
+    if let Some(at) = rtx_flags {
+        *dst.get_mut(at)? |= FLAG_RETRANSMIT;
     }
     Some(src.len())
 }

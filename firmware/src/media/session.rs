@@ -175,7 +175,8 @@ impl MediaSession {
                 }
             }
             Some(MediaPacket::Audio(h, payload)) => {
-                let (_, new) = self.audio_rx.on_packet(now, now_us, h.seq, h.capture_us, false);
+                let rtx = h.flags & FLAG_RETRANSMIT != 0;
+                let (_, new) = self.audio_rx.on_packet(now, now_us, h.seq, h.capture_us, rtx);
                 if !new {
                     return;
                 }

@@ -33,6 +33,7 @@ pub struct VideoFrame {
 pub struct AudioPacket {
     pub seq: u16,
     pub capture_us: u64,
+    pub retransmit: bool,
     /// Receive time (µs on the media clock), for the jitter buffer.
     pub arrival_us: u64,
     pub len: u16,
@@ -267,10 +268,18 @@ impl MediaLink {
                 }
             }
         }
-        let mut p = AudioPacket { seq: 0, capture_us: 0, arrival_us: 0, len: 0, data: [0; MAX_AUDIO_PAYLOAD] };
+        let mut p = AudioPacket {
+            seq: 0,
+            capture_us: 0,
+            retransmit: false,
+            arrival_us: 0,
+            len: 0,
+            data: [0; MAX_AUDIO_PAYLOAD],
+        };
         while let Some((h, n)) = m.poll_audio(&mut p.data) {
             p.seq = h.seq;
             p.capture_us = h.capture_us;
+            p.retransmit = h.flags & crate::media::packet::FLAG_RETRANSMIT != 0;
             p.arrival_us = m.micros(now);
             p.len = n as u16;
             // A full queue means the audio thread is stalled; the jitter buffer conceals.
@@ -581,7 +590,8 @@ fn audio(
     let mut jb = JitterBuffer::new(JitterConfig::for_frame_ms(frame_ms));
     let mut pcm_in = vec![0i16; n];
     let mut pcm_out = vec![0i16; n];
-    let mut pkt = AudioPacket { seq: 0, capture_us: 0, arrival_us: 0, len: 0, data: [0; MAX_AUDIO_PAYLOAD] };
+    let mut pkt =
+        AudioPacket { seq: 0, capture_us: 0, retransmit: false, arrival_us: 0, len: 0, data: [0; MAX_AUDIO_PAYLOAD] };
     let mut seq = 0u16;
     let mut generation = u64::MAX;
     let mut loss = u32::MAX;
@@ -615,7 +625,13 @@ fn audio(
             }
         }
         while let Ok(p) = rx.try_recv() {
-            jb.push(p.arrival_us, p.seq, p.capture_us, &p.data[..usize::from(p.len).min(MAX_AUDIO_PAYLOAD)]);
+            jb.push(
+                p.arrival_us,
+                p.seq,
+                p.capture_us,
+                p.retransmit,
+                &p.data[..usize::from(p.len).min(MAX_AUDIO_PAYLOAD)],
+            );
         }
         let r = match jb.pop(t) {
             Playout::Silence => {
