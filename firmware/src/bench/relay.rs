@@ -19,6 +19,9 @@ pub struct Impairment {
     pub jitter: Duration,
 }
 
+/// A datagram waiting for its delivery time: (due, arrival order, towards B, bytes).
+type Delayed = (Instant, u64, bool, Vec<u8>);
+
 pub struct Relay {
     pub a_side: SocketAddr,
     pub forwarded: Arc<AtomicU64>,
@@ -37,8 +40,7 @@ impl Relay {
         let task = tokio::spawn(async move {
             let mut rng = Rng::from_os();
             let mut a: Option<SocketAddr> = None;
-            // (due, seq, to_b, bytes)
-            let mut queue: BinaryHeap<Reverse<(Instant, u64, bool, Vec<u8>)>> = BinaryHeap::new();
+            let mut queue: BinaryHeap<Reverse<Delayed>> = BinaryHeap::new();
             let mut seq = 0u64;
             let (mut ba, mut bb) = ([0u8; 2048], [0u8; 2048]);
             loop {

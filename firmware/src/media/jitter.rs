@@ -79,6 +79,8 @@ pub struct JitterBuffer {
     peak_us: f64,
     target_us: u64,
     gap: u32,
+    /// Capture time of the frame last handed out for playout.
+    played_capture_us: Option<u64>,
     stats: JitterStats,
 }
 
@@ -96,8 +98,14 @@ impl JitterBuffer {
             peak_us: 0.0,
             target_us: cfg.min_delay.as_micros() as u64,
             gap: 0,
+            played_capture_us: None,
             stats: JitterStats::default(),
         }
+    }
+
+    /// The capture time of the last frame played, for lip sync.
+    pub fn played_capture_us(&self) -> Option<u64> {
+        self.played_capture_us
     }
 
     pub fn reset(&mut self) {
@@ -110,6 +118,7 @@ impl JitterBuffer {
         self.peak_us = 0.0;
         self.target_us = self.cfg.min_delay.as_micros() as u64;
         self.gap = 0;
+        self.played_capture_us = None;
         self.stats = JitterStats::default();
     }
 
@@ -213,6 +222,7 @@ impl JitterBuffer {
         }
         let next_cap = self.find(seq + 1).map_or(cap + self.frame_us(), |s| s.capture_us);
         self.next = Some((seq + 1, next_cap));
+        self.played_capture_us = Some(cap);
         let i = (seq % self.slots.len() as u64) as usize;
         if self.slots[i].seq == seq {
             self.slots[i].seq = EMPTY;

@@ -9,3 +9,4 @@ pub mod packet;
 pub mod rate;
 pub mod sender;
 pub mod session;
+pub mod sync;

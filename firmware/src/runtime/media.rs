@@ -91,6 +91,8 @@ pub struct Shared {
     keyframe: AtomicBool,
     congested: AtomicBool,
     loss_pct: AtomicU32,
+    /// Capture-to-playout delay of the sound now playing, µs (0: none), for lip sync.
+    audio_delay_us: AtomicU64,
     ui_gen: AtomicU64,
     ui: Mutex<UiState>,
     selfview: Mutex<I420Frame>,
@@ -166,6 +168,7 @@ impl MediaLink {
             keyframe: AtomicBool::new(true),
             congested: AtomicBool::new(false),
             loss_pct: AtomicU32::new(0),
+            audio_delay_us: AtomicU64::new(0),
             ui_gen: AtomicU64::new(1),
             ui: Mutex::new(UiState {
                 phase: Phase::Idle,
@@ -252,8 +255,7 @@ impl MediaLink {
         if m.take_keyframe_request(now) {
             sh.keyframe.store(true, Relaxed);
         }
-        loop {
-            let Some(mut buf) = self.spare.take().or_else(|| self.video_pool.try_recv().ok()) else { break };
+        while let Some(mut buf) = self.spare.take().or_else(|| self.video_pool.try_recv().ok()) {
             match m.poll_video_frame(now, &mut buf) {
                 Some(info) => {
                     let f = VideoFrame { buf, len: info.len, keyframe: info.keyframe, capture_us: info.capture_us };
@@ -474,6 +476,9 @@ fn video_rx(
         let mut presented_video = None;
         match rx.recv_timeout(Duration::from_millis(50)) {
             Ok(f) => {
+                let audio = sh.audio_delay_us.load(Relaxed);
+                let at = crate::media::sync::present_at_us(f.capture_us, sh.micros(), (audio > 0).then_some(audio));
+                sleep_until(sh.origin + Duration::from_micros(at));
                 let r = dec.as_mut().map(|d| d.decode(&f.buf[..f.len], &mut remote));
                 let _ = pool.try_send(f.buf);
                 match r {
@@ -646,6 +651,8 @@ fn audio(
             pcm_out.fill(0);
         }
         let _ = speaker.play(t, &pcm_out);
+        let delay = jb.played_capture_us().map_or(0, |c| t.saturating_sub(c));
+        sh.audio_delay_us.store(delay, Relaxed);
         ticks += 1;
         if ticks % 10 == 0 || r.is_err() {
             if let Ok(mut p) = sh.probe.lock() {
