@@ -63,6 +63,9 @@ impl Ends {
     }
 }
 
+/// Sees every frame handed to a decoder: (side, info, access unit, decoded picture if any).
+pub type OnFrame<'a> = dyn FnMut(usize, &FrameInfo, &[u8], Option<&I420Frame>) + 'a;
+
 pub struct MediaCall {
     pub t0: Instant,
     pub now: Instant,
@@ -134,7 +137,7 @@ impl MediaCall {
     /// One millisecond of the call at `ms`: capture and encode (video every 33 ms, audio every
     /// 20 ms, both ways), timers, delivery, decoding and playout. `on_frame(side, info, access
     /// unit, decoded picture or None)` sees every frame handed to a decoder.
-    pub fn tick(&mut self, ms: u64, on_frame: &mut dyn FnMut(usize, &FrameInfo, &[u8], Option<&I420Frame>)) {
+    pub fn tick(&mut self, ms: u64, on_frame: &mut OnFrame<'_>) {
         self.now = self.t0 + Duration::from_millis(ms);
         let now = self.now;
         for (d, e) in self.devs.iter_mut().zip(self.ends.iter_mut()) {
