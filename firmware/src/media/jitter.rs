@@ -146,7 +146,7 @@ impl JitterBuffer {
         if payload.is_empty() || payload.len() > MAX_AUDIO_PAYLOAD {
             return;
         }
-        let transit = now_us as i64 - capture_us as i64;
+        let transit = super::loss::transit_us(now_us, capture_us);
         if !retransmit {
             self.observe(now_us, transit);
         }
@@ -169,7 +169,7 @@ impl JitterBuffer {
             self.base[1] = (transit, now_us);
         }
         self.base[1].0 = self.base[1].0.min(transit);
-        let variation = (transit - self.base()).max(0) as f64;
+        let variation = transit.saturating_sub(self.base()).max(0) as f64;
         self.peak_us = (self.peak_us * PEAK_DECAY).max(variation);
         // A couple of ms of margin for the playout tick's own timing.
         let want = (self.peak_us as u64 + 2_000)
@@ -186,7 +186,7 @@ impl JitterBuffer {
     }
 
     fn due(&self, capture_us: u64) -> i64 {
-        capture_us as i64 + self.base() + self.target_us as i64
+        (capture_us.min(i64::MAX as u64 / 4) as i64).saturating_add(self.base()).saturating_add(self.target_us as i64)
     }
 
     /// The frame to play in the block starting at `now_us`.
@@ -212,15 +212,21 @@ impl JitterBuffer {
             self.stats.stretched += 1;
             return Playout::Stretch;
         }
-        // More than a frame behind (the delay shrank, or playout stalled): skip to catch up.
-        while now >= self.due(cap) + 2 * self.frame_us() as i64 {
-            if let Some(s) = self.find(seq) {
-                self.stats.skipped += u64::from(s.seq == seq);
+        // More than a frame behind (the delay shrank, or playout stalled): skip to catch up, in
+        // one step however far behind (a peer's capture times are not to be trusted).
+        let behind = now.saturating_sub(self.due(cap)) / self.frame_us().max(1) as i64;
+        if behind >= 2 {
+            let skip = (behind - 1) as u64;
+            for s in &mut self.slots {
+                if s.seq != EMPTY && s.seq >= seq && s.seq - seq < skip {
+                    s.seq = EMPTY;
+                    self.stats.skipped += 1;
+                }
             }
-            seq += 1;
-            cap = self.find(seq).map_or(cap + self.frame_us(), |s| s.capture_us);
+            seq += skip;
+            cap = self.find(seq).map_or(cap.saturating_add(skip.saturating_mul(self.frame_us())), |s| s.capture_us);
         }
-        let next_cap = self.find(seq + 1).map_or(cap + self.frame_us(), |s| s.capture_us);
+        let next_cap = self.find(seq + 1).map_or(cap.saturating_add(self.frame_us()), |s| s.capture_us);
         self.next = Some((seq + 1, next_cap));
         self.played_capture_us = Some(cap);
         let i = (seq % self.slots.len() as u64) as usize;

@@ -18,6 +18,12 @@ struct Missing {
     next: Instant,
 }
 
+/// Arrival minus capture time (clock offset included); saturating, since capture times come
+/// from the peer.
+pub fn transit_us(now_us: u64, capture_us: u64) -> i64 {
+    (i128::from(now_us) - i128::from(capture_us)).clamp(i128::from(i64::MIN / 4), i128::from(i64::MAX / 4)) as i64
+}
+
 pub struct LossTracker {
     unwrap: SeqUnwrapper,
     first: u64,
@@ -99,9 +105,9 @@ impl LossTracker {
         };
         if new && !retransmit {
             self.received = self.received.saturating_add(1);
-            let transit = now_us as i64 - capture_us as i64;
+            let transit = transit_us(now_us, capture_us);
             if let Some(last) = self.last_transit {
-                let d = (transit - last).unsigned_abs() as f64;
+                let d = transit.saturating_sub(last).unsigned_abs() as f64;
                 self.jitter_us += (d - self.jitter_us) / 16.0;
             }
             self.last_transit = Some(transit);
@@ -113,7 +119,7 @@ impl LossTracker {
             }
             self.base[1].0 = self.base[1].0.min(transit);
             let base = self.base[0].0.min(self.base[1].0);
-            let q = (transit - base).max(0) as f64;
+            let q = transit.saturating_sub(base).max(0) as f64;
             self.queue_us += (q - self.queue_us) / 8.0;
         }
         (ext, new)

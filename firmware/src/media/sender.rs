@@ -23,6 +23,9 @@ pub struct SenderConfig {
     pub max_backlog: Duration,
     /// Keyframes are sent at most this often on request.
     pub keyframe_gap: Duration,
+    /// … and at least this often anyway, so a receiver that lost track recovers even if its
+    /// requests are lost.
+    pub keyframe_period: Duration,
 }
 
 impl Default for SenderConfig {
@@ -34,6 +37,7 @@ impl Default for SenderConfig {
             burst: Duration::from_millis(40),
             max_backlog: Duration::from_millis(60),
             keyframe_gap: Duration::from_millis(200),
+            keyframe_period: Duration::from_secs(10),
         }
     }
 }
@@ -149,6 +153,9 @@ impl MediaSender {
 
     /// True when the encoder should make the next frame a keyframe (at most one per `keyframe_gap`).
     pub fn take_keyframe_request(&mut self, now: Instant) -> bool {
+        if self.last_keyframe.is_some_and(|t| now >= t + self.cfg.keyframe_period) {
+            self.keyframe_wanted = true;
+        }
         if !self.keyframe_wanted || self.last_keyframe.is_some_and(|t| now < t + self.cfg.keyframe_gap) {
             return false;
         }
@@ -410,6 +417,8 @@ mod tests {
         assert!(!s.take_keyframe_request(t0 + Duration::from_millis(100)));
         assert!(s.take_keyframe_request(t0 + Duration::from_millis(200)));
         assert!(!s.take_keyframe_request(t0 + Duration::from_millis(500)), "served once");
+        assert!(!s.take_keyframe_request(t0 + Duration::from_millis(10_100)));
+        assert!(s.take_keyframe_request(t0 + Duration::from_millis(10_200)), "periodic");
     }
 
     #[test]
