@@ -8,7 +8,7 @@ DEB_PACKAGES := build-essential pkg-config cmake file nasm ffmpeg
 
 demo: deps
 	$(CARGO) build --release -p peercom
-	./target/release/peercom demo --seconds 3
+	./target/release/peercom demo --seconds 5 --out target/demo
 
 test: deps lint unit bench-smoke cross fuzz-smoke
 	@echo "make test: all checks passed"
@@ -38,6 +38,9 @@ bench-smoke:
 	./target/debug/peercom bench handshake --calls 20 --json > target/bench-handshake.json
 	cat target/bench-handshake.json
 	grep -q '"failures":0' target/bench-handshake.json
+	./target/debug/peercom bench media --seconds 3 --json > target/bench-media.json
+	cat target/bench-media.json
+	grep -q '"still_in_call":true' target/bench-media.json
 
 # aarch64 build with Debian's toolchain; the unit tests run under qemu-user.
 cross:

@@ -89,3 +89,25 @@ fn usage_errors_exit_2() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent.toml: cannot read"));
 }
+
+/// `peercom demo --json`: a real call between two sim devices with video and audio both ways;
+/// the numbers come from the media itself (stamps in the pixels, bursts in the sound).
+#[test]
+fn demo_makes_a_video_call_in_lip_sync_and_saves_both_displays() {
+    let dir = tempdir("demo");
+    let out = peercom(&["demo", "--seconds", "3", "--json", "--out", dir.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(r["still_in_call"], true);
+    assert!(r["frames_decoded"].as_u64().unwrap() > 30, "{r}");
+    assert!(r["setup_ms"].as_f64().unwrap() > 0.0, "{r}");
+    let (g2g, m2e) = (r["g2g_ms"]["p50"].as_f64().unwrap(), r["m2e_ms"]["p50"].as_f64().unwrap());
+    assert!(g2g > 0.0 && m2e > 0.0, "{r}");
+    // A/V sync: the sound plays within 80 ms of the picture it belongs to.
+    assert!(r["av_skew_ms"].as_f64().unwrap().abs() <= 80.0, "{r}");
+    for name in ["display-A.png", "display-B.png"] {
+        let (w, h, rgb) = peercom_board::png::read_rgb(dir.join(name)).expect(name);
+        assert_eq!((w, h), (640, 480));
+        assert!(rgb.iter().any(|&b| b > 40), "{name} shows something");
+    }
+}

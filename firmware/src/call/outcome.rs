@@ -43,6 +43,22 @@ impl Outcome {
         }
     }
 
+    /// For the screen: short, plain words.
+    pub fn describe(&self) -> &'static str {
+        match self {
+            Outcome::LocalHangup => "You hung up",
+            Outcome::RemoteHangup => "They hung up",
+            Outcome::Cancelled => "Cancelled",
+            Outcome::Rejected => "Declined",
+            Outcome::Busy => "Busy",
+            Outcome::NoAnswer => "No answer",
+            Outcome::Unreachable => "Could not reach them",
+            Outcome::PeerVanished => "Connection lost",
+            Outcome::AnsweredElsewhere => "Answered on another device",
+            Outcome::Missed => "Missed call",
+        }
+    }
+
     /// What an incoming call's end means to the callee, given the caller's reason.
     pub fn for_callee(reason: EndReason) -> Outcome {
         match reason {

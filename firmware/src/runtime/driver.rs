@@ -189,7 +189,7 @@ async fn run(
                         | Outcome::Rejected
                         | Outcome::PeerVanished
                 );
-                l.set_phase(Phase::Idle, c, device.status().missed_calls, Some((outcome.as_str(), failed)));
+                l.set_phase(Phase::Idle, c, device.status().missed_calls, Some((outcome.describe(), failed)));
             }
         }
         let phase = device.phase();

@@ -460,14 +460,6 @@ fn video_rx(
     let mut showing_ended = false;
     while !sh.stop.load(Relaxed) {
         let mut redraw = false;
-        let g = sh.ui_gen.load(Relaxed);
-        if g != ui_gen {
-            ui_gen = g;
-            if let Ok(u) = sh.ui.lock() {
-                ui.clone_from(&u);
-            }
-            redraw = true;
-        }
         let call_gen = sh.generation.load(Relaxed);
         if call_gen != generation {
             generation = call_gen;
@@ -484,7 +476,7 @@ fn video_rx(
                 match r {
                     Some(Ok(true)) => {
                         have_remote = true;
-                        redraw = ui.phase == Phase::InCall;
+                        redraw = true;
                         presented_video = Some(());
                     }
                     Some(Err(_)) => {
@@ -497,6 +489,15 @@ fn video_rx(
             }
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+        // After the wait, so a change made meanwhile (and a snapshot asked after it) is drawn.
+        let g = sh.ui_gen.load(Relaxed);
+        if g != ui_gen {
+            ui_gen = g;
+            if let Ok(u) = sh.ui.lock() {
+                ui.clone_from(&u);
+            }
+            redraw = true;
         }
         let ended_fresh = ui.ended.as_ref().is_some_and(|(_, _, at)| at.elapsed() < ENDED_SCREEN);
         if ui.phase == Phase::Idle && showing_ended != ended_fresh {
