@@ -33,11 +33,23 @@ fn call_answer_hang_up_between_two_processes() {
     let sa = a.status();
     assert_eq!(sa["peer"], idb.as_str());
     assert_eq!(sa["leds"]["call"], "on");
+    // Video and audio flow both ways between the processes.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let frames = |d: &Dev| d.status()["media"]["received"]["frames_delivered"].as_u64().unwrap_or(0);
+    while (frames(&a) < 15 || frames(&b) < 15) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(frames(&a) >= 15 && frames(&b) >= 15, "{}\n{}", a.status(), b.status());
+    assert!(a.status()["media"]["audio_received"].as_u64().unwrap() > 10);
+    a.ok(&["mute"]);
+    a.ok(&["unmute"]);
     a.ok(&["press", "1"]);
     a.wait("idle");
     b.wait("idle");
     assert_eq!(a.last_outcome(), "local-hangup");
     assert_eq!(b.last_outcome(), "remote-hangup");
+    let (ok, _, err) = a.ctl(&["mute"]);
+    assert!(!ok && err.contains("there is no call"), "{err}");
     // Each state change was printed.
     for line in ["A: dialing B", "A: ringing B", "A: in call with B", "A: call with B ended: local-hangup"] {
         assert!(a.logs.wait_for(line, Duration::from_secs(2)).is_some(), "missing {line:?} in\n{}", a.logs.all());

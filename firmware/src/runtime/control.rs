@@ -109,6 +109,14 @@ async fn connection(stream: UnixStream, handle: DeviceHandle) {
             Request::Answer => result(handle.command(Command::Answer).await),
             Request::Reject => result(handle.command(Command::Reject).await),
             Request::Hangup => result(handle.command(Command::Hangup).await),
+            Request::Mute | Request::Unmute => match (&handle.media, handle.phase().0) {
+                (Some(m), crate::call::Phase::InCall) => {
+                    m.set_muted(matches!(req, Request::Mute));
+                    Reply::ok()
+                }
+                (None, _) => Reply::err("this device has no microphone"),
+                _ => Reply::err("there is no call"),
+            },
             Request::Call { contact } => result(handle.call_by_name(&contact).await),
         };
         if write(&mut w, &reply).await.is_err() {

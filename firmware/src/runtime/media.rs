@@ -91,6 +91,7 @@ pub struct Shared {
     keyframe: AtomicBool,
     congested: AtomicBool,
     loss_pct: AtomicU32,
+    muted: AtomicBool,
     /// Capture-to-playout delay of the sound now playing, µs (0: none), for lip sync.
     audio_delay_us: AtomicU64,
     ui_gen: AtomicU64,
@@ -103,6 +104,16 @@ pub struct Shared {
 impl Shared {
     pub fn micros(&self) -> u64 {
         self.origin.elapsed().as_micros() as u64
+    }
+
+    /// Mutes or unmutes the microphone for the rest of the call (each call starts unmuted).
+    pub fn set_muted(&self, on: bool) {
+        self.muted.store(on, Relaxed);
+        self.ui_gen.fetch_add(1, Relaxed);
+    }
+
+    pub fn muted(&self) -> bool {
+        self.muted.load(Relaxed)
     }
 
     /// Asks the render thread to write what the screen shows to `path` (PNG); waits up to 2 s.
@@ -169,6 +180,7 @@ impl MediaLink {
             congested: AtomicBool::new(false),
             loss_pct: AtomicU32::new(0),
             audio_delay_us: AtomicU64::new(0),
+            muted: AtomicBool::new(false),
             ui_gen: AtomicU64::new(1),
             ui: Mutex::new(UiState {
                 phase: Phase::Idle,
@@ -296,6 +308,7 @@ impl MediaLink {
         }
         let sh = &self.shared;
         if phase == Phase::InCall && self.last_phase != Phase::InCall {
+            sh.muted.store(false, Relaxed);
             sh.generation.fetch_add(1, Relaxed);
             sh.keyframe.store(true, Relaxed);
         }
@@ -539,7 +552,7 @@ fn video_rx(
                 Phase::InCall => Screen::InCall {
                     contact: &ui.contact,
                     elapsed_s: ui.since.elapsed().as_secs() as u32,
-                    muted: false,
+                    muted: sh.muted(),
                     remote: have_remote.then_some(&remote),
                     local: local.as_deref(),
                 },
@@ -622,6 +635,9 @@ fn audio(
             enc.set_expected_loss(l.min(100) as u8);
         }
         if mic.read(t - frame_us, &mut pcm_in).is_ok() {
+            if sh.muted() {
+                pcm_in.fill(0);
+            }
             if let Ok(len) = enc.encode(&pcm_in, &mut pkt.data) {
                 pkt.seq = seq;
                 seq = seq.wrapping_add(1);

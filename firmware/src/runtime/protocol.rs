@@ -16,6 +16,10 @@ pub enum Request {
     Reject,
     /// End or cancel the current call.
     Hangup,
+    /// Stop sending sound from the microphone in the current call (the other side hears silence).
+    Mute,
+    /// Send sound again.
+    Unmute,
     /// Print the device status as JSON.
     Status,
     /// Wait until the call state is STATE (idle, dialing, ringing, incoming, in-call).
