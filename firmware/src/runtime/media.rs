@@ -626,9 +626,15 @@ fn audio(
             generation = g;
             jb.reset();
         }
-        // Ticks on the media clock's frame grid; the block that just ended is captured.
-        let t = (sh.micros() / frame_us + 1) * frame_us;
-        sleep_until(sh.origin + Duration::from_micros(t));
+        // Capture ticks on the media clock's frame grid (the block that just ended is sent at
+        // once); playout ticks half a frame later. Every device in one process shares the grid,
+        // and with both on the same phase the next packet — whose FEC could rebuild a lost one —
+        // would arrive just after its predecessor's playout every time. Real devices' clocks
+        // have arbitrary phases; half a frame is the average case.
+        let half = frame_us / 2;
+        let capture_tick = (sh.micros() / frame_us + 1) * frame_us;
+        sleep_until(sh.origin + Duration::from_micros(capture_tick));
+        let t = capture_tick;
         let l = sh.loss_pct.load(Relaxed);
         if l != loss {
             loss = l;
@@ -646,6 +652,8 @@ fn audio(
                 let _ = out.try_send(pkt);
             }
         }
+        let t = t + half;
+        sleep_until(sh.origin + Duration::from_micros(t));
         while let Ok(p) = rx.try_recv() {
             jb.push(
                 p.arrival_us,
