@@ -86,11 +86,14 @@ impl LossTracker {
             }
             Some(h) if ext > h => {
                 let from = (h + 1).max(ext.saturating_sub(MAX_GAP));
+                // On a path that reorders (jitter), a gap may fill itself: wait about twice the
+                // jitter (at most 20 ms) before asking. On a steady path, ask at once.
+                let first = now + Duration::from_micros((2.0 * self.jitter_us) as u64).min(Duration::from_millis(20));
                 for s in from..ext {
                     if self.missing.len() == MAX_MISSING {
                         self.missing.remove(0);
                     }
-                    self.missing.push(Missing { seq: s, since: now, nacks: 0, next: now });
+                    self.missing.push(Missing { seq: s, since: now, nacks: 0, next: first });
                 }
                 self.highest = Some(ext);
                 true
@@ -216,5 +219,20 @@ mod tests {
         }
         let r = l.report();
         assert!(r.queue_us > 30_000 && r.jitter_us > 1_000, "{r:?}");
+    }
+
+    #[test]
+    fn on_a_reordering_path_a_gap_waits_before_its_nack() {
+        let t = Instant::now();
+        let mut l = LossTracker::new();
+        // Transit alternating 5 and 15 ms: about 10 ms of jitter.
+        for i in 0..40u64 {
+            l.on_packet(t, i * 20_000 + if i % 2 == 0 { 5_000 } else { 15_000 }, i as u16, i * 20_000, false);
+        }
+        assert!(l.jitter() > Duration::from_millis(5));
+        l.on_packet(t, 0, 42, 0, false);
+        let (rtt, give_up) = (Duration::from_millis(5), Duration::from_millis(200));
+        assert_eq!(l.poll_nack(t, rtt, give_up), None, "40 and 41 may still arrive");
+        assert_eq!(l.poll_nack(t + Duration::from_millis(20), rtt, give_up), Some((40, 1)));
     }
 }
