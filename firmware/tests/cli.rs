@@ -111,3 +111,16 @@ fn demo_makes_a_video_call_in_lip_sync_and_saves_both_displays() {
         assert!(rgb.iter().any(|&b| b > 40), "{name} shows something");
     }
 }
+
+/// 10 ms audio frames work end to end (the default is 20 ms).
+#[test]
+fn bench_media_with_10_ms_audio_frames() {
+    let out = peercom(&["bench", "media", "--seconds", "2", "--audio-frame-ms", "10", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!((r["audio_frame_ms"].as_u64(), r["still_in_call"].as_bool()), (Some(10), Some(true)));
+    assert!(r["a"]["audio"]["played"].as_u64().unwrap() > 100, "{r}");
+    assert!(r["m2e_ms"]["p50"].as_f64().unwrap() > 0.0, "{r}");
+    let bad = peercom(&["bench", "media", "--audio-frame-ms", "15"]);
+    assert_eq!(bad.status.code(), Some(2));
+}

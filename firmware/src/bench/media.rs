@@ -25,6 +25,8 @@ pub struct CallOptions {
     /// Write both displays as PNG here near the end of the call.
     pub snapshots: Option<PathBuf>,
     pub verbose: bool,
+    /// 10 or 20.
+    pub audio_frame_ms: u32,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -50,6 +52,7 @@ pub struct Side {
 #[derive(Debug, Clone, Serialize)]
 pub struct CallReport {
     pub seconds: f64,
+    pub audio_frame_ms: u32,
     pub loss_pct: f64,
     pub delay_ms: f64,
     pub jitter_ms: f64,
@@ -108,7 +111,7 @@ struct Raw {
     first_frame: Option<Instant>,
 }
 
-async fn measure(h: &DeviceHandle, secs: f64) -> Raw {
+async fn measure(h: &DeviceHandle, secs: f64, frame_ms: u32) -> Raw {
     let stats = h.status().await.and_then(|(s, _)| s.media).unwrap_or_default();
     let Some(sh) = h.media.as_ref() else {
         return Raw {
@@ -127,7 +130,6 @@ async fn measure(h: &DeviceHandle, secs: f64) -> Raw {
     let j = p.jitter;
     let played = j.played + j.fec + j.concealed;
     let pct = |x: u64| round1(if played > 0 { x as f64 * 100.0 / played as f64 } else { 0.0 });
-    let frame_ms = 20;
     let side = Side {
         frames_decoded: p.frames_decoded,
         frames_lost: stats.received.frames_lost,
@@ -183,7 +185,8 @@ fn say(verbose: bool, line: &str) {
 
 pub async fn call(dir: &Path, o: &CallOptions) -> Result<CallReport, String> {
     let v = o.verbose;
-    let p = Pair::start_via(dir, true, o.impairment).await?;
+    let opts = super::pair::Options { auto_answer: true, audio_frame_ms: o.audio_frame_ms };
+    let p = Pair::start_via(dir, opts, o.impairment).await?;
     say(v, "== A presses button 1 (calls B); B answers automatically");
     let t0 = Instant::now();
     p.a.command(Command::Press(1)).await?;
@@ -219,8 +222,8 @@ pub async fn call(dir: &Path, o: &CallOptions) -> Result<CallReport, String> {
     let cpu_pct = round1((cpu_seconds() - cpu0) / wall * 100.0);
     let rss = rss_mb();
     let still_in_call = p.a.phase().0 == Phase::InCall && p.b.phase().0 == Phase::InCall;
-    let ra = measure(&p.a, wall).await;
-    let rb = measure(&p.b, wall).await;
+    let ra = measure(&p.a, wall, o.audio_frame_ms).await;
+    let rb = measure(&p.b, wall, o.audio_frame_ms).await;
     say(v, "== A hangs up");
     let _ = p.a.command(Command::Hangup).await;
     p.a.wait_phase(Phase::Idle, WAIT).await;
@@ -242,6 +245,7 @@ pub async fn call(dir: &Path, o: &CallOptions) -> Result<CallReport, String> {
     let imp = o.impairment.unwrap_or_default();
     Ok(CallReport {
         seconds: round1(wall),
+        audio_frame_ms: o.audio_frame_ms,
         loss_pct: imp.loss_pct,
         delay_ms: imp.delay.as_secs_f64() * 1000.0,
         jitter_ms: imp.jitter.as_secs_f64() * 1000.0,

@@ -17,12 +17,25 @@ pub struct Pair {
 /// The one contact of a demo device: name, device ID and optional address.
 struct Peer<'a>(&'a str, &'a str, Option<&'a str>);
 
-fn write_config(dir: &Path, name: &str, key: &str, listen: &str, peer: Peer<'_>, auto_answer: bool) -> PathBuf {
+/// Settings of the demo devices beyond the defaults.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    pub auto_answer: bool,
+    /// Audio frame length (10 or 20 ms; 0: the default).
+    pub audio_frame_ms: u32,
+}
+
+fn write_config(dir: &Path, name: &str, key: &str, listen: &str, peer: Peer<'_>, o: Options) -> PathBuf {
+    let auto_answer = o.auto_answer;
     let Peer(peer_name, peer_id, peer_addr) = peer;
     let addr = peer_addr.map(|a| format!("addr = \"{a}\"\n")).unwrap_or_default();
+    let media = match o.audio_frame_ms {
+        0 => String::new(),
+        ms => format!("[media]\naudio_frame_ms = {ms}\n\n"),
+    };
     let text = format!(
         "[device]\nname = \"{name}\"\nkey = \"{key}\"\nlisten = \"{listen}\"\ncontrol = \"{name}.sock\"\n\n\
-         [buttons]\nanswer = 0\n\n[call]\nauto_answer = {auto_answer}\n\n\
+         [buttons]\nanswer = 0\n\n[call]\nauto_answer = {auto_answer}\n\n{media}\
          [[contact]]\nname = \"{peer_name}\"\nbutton = 1\n\n  [[contact.device]]\n  key = \"{peer_id}\"\n  {addr}"
     );
     let path = dir.join(format!("{name}.toml"));
@@ -34,21 +47,17 @@ fn write_config(dir: &Path, name: &str, key: &str, listen: &str, peer: Peer<'_>,
 impl Pair {
     /// Starts devices "A" and "B" (B answers automatically if `auto_answer`).
     pub async fn start(dir: &Path, auto_answer: bool) -> Result<Pair, String> {
-        Self::start_via(dir, auto_answer, None).await
+        Self::start_via(dir, Options { auto_answer, ..Default::default() }, None).await
     }
 
     /// Like `start`, with A's traffic to B going through an impairing relay if `via` is given.
-    pub async fn start_via(
-        dir: &Path,
-        auto_answer: bool,
-        via: Option<super::relay::Impairment>,
-    ) -> Result<Pair, String> {
+    pub async fn start_via(dir: &Path, o: Options, via: Option<super::relay::Impairment>) -> Result<Pair, String> {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let ka = generate_key_file(&dir.join("a.key"), true).map_err(|e| e.to_string())?;
         let kb = generate_key_file(&dir.join("b.key"), true).map_err(|e| e.to_string())?;
         let b_id = kb.id().to_string();
         // B first, on an ephemeral port, so A's config can point at it.
-        let pb = write_config(dir, "B", "b.key", "127.0.0.1:0", Peer("A", &ka.id().to_string(), None), auto_answer);
+        let pb = write_config(dir, "B", "b.key", "127.0.0.1:0", Peer("A", &ka.id().to_string(), None), o);
         let cb = Config::load(&pb).map_err(|e| e.to_string())?;
         let board = peercom_board::open("sim").map_err(|e| e.to_string())?;
         let (b, tb) = runtime::start(&cb, kb, board).map_err(|e| e.to_string())?;
@@ -57,7 +66,14 @@ impl Pair {
             None => None,
         };
         let b_addr = relay.as_ref().map_or(b.local_addr, |r| r.a_side).to_string();
-        let pa = write_config(dir, "A", "a.key", "127.0.0.1:0", Peer("B", &b_id, Some(&b_addr)), false);
+        let pa = write_config(
+            dir,
+            "A",
+            "a.key",
+            "127.0.0.1:0",
+            Peer("B", &b_id, Some(&b_addr)),
+            Options { auto_answer: false, ..o },
+        );
         let ca = Config::load(&pa).map_err(|e| e.to_string())?;
         let board = peercom_board::open("sim").map_err(|e| e.to_string())?;
         let (a, ta) = runtime::start(&ca, ka, board).map_err(|e| e.to_string())?;

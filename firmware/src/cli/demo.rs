@@ -26,6 +26,7 @@ pub fn demo(seconds: f64, out: &Path, json: bool) -> i32 {
         impairment: None,
         snapshots: Some(out.to_path_buf()),
         verbose: !json,
+        audio_frame_ms: 20,
     };
     let r = rt.block_on(call(&dir, &o));
     let _ = std::fs::remove_dir_all(&dir);

@@ -95,6 +95,9 @@ enum BenchCmd {
         /// Extra random delay of 0..jitter ms per packet.
         #[arg(long, default_value_t = 0.0)]
         jitter: f64,
+        /// Audio frame length in ms.
+        #[arg(long, default_value_t = 20, value_parser = clap::builder::ValueParser::new(frame_ms))]
+        audio_frame_ms: u32,
         #[arg(long)]
         json: bool,
     },
@@ -117,7 +120,7 @@ pub fn main() -> i32 {
         Cmd::Ctl { socket, config, cmd } => ctl::ctl(socket, config, cmd),
         Cmd::Demo { seconds, out, json } => demo::demo(seconds, &out, json),
         Cmd::Bench { which: BenchCmd::Handshake { calls, json } } => crate::bench::handshake::run(calls, json),
-        Cmd::Bench { which: BenchCmd::Media { seconds, loss, delay, jitter, json } } => {
+        Cmd::Bench { which: BenchCmd::Media { seconds, loss, delay, jitter, audio_frame_ms, json } } => {
             let ms = |x: f64| std::time::Duration::from_secs_f64(x.clamp(0.0, 10_000.0) / 1000.0);
             let impaired = loss > 0.0 || delay > 0.0 || jitter > 0.0;
             let imp = crate::bench::relay::Impairment {
@@ -130,6 +133,7 @@ pub fn main() -> i32 {
                 impairment: impaired.then_some(imp),
                 snapshots: None,
                 verbose: false,
+                audio_frame_ms,
             };
             crate::bench::media::run(o, json)
         }
@@ -139,4 +143,12 @@ pub fn main() -> i32 {
 /// A current-thread tokio runtime: the device loop is one task; no thread pool needed.
 pub(crate) fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread().enable_all().build()
+}
+
+fn frame_ms(s: &str) -> Result<u32, String> {
+    match s {
+        "10" => Ok(10),
+        "20" => Ok(20),
+        _ => Err("must be 10 or 20".into()),
+    }
 }
