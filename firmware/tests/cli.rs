@@ -105,6 +105,7 @@ fn demo_makes_a_video_call_in_lip_sync_and_saves_both_displays() {
     assert!(g2g > 0.0 && m2e > 0.0, "{r}");
     // A/V sync: the sound plays within 80 ms of the picture it belongs to.
     assert!(r["av_skew_ms"].as_f64().unwrap().abs() <= 80.0, "{r}");
+    assert_eq!(r["snapshots"].as_array().map(|a| a.len()), Some(2), "{r}");
     for name in ["display-A.png", "display-B.png"] {
         let (w, h, rgb) = peercom_board::png::read_rgb(dir.join(name)).expect(name);
         assert_eq!((w, h), (640, 480));

@@ -520,7 +520,8 @@ fn video_rx(
         if ui.phase == Phase::InCall && last_draw.elapsed() >= Duration::from_secs(1) {
             redraw = true;
         }
-        let snapshot = sh.snapshot.lock().ok().and_then(|mut s| s.take());
+        // The request stays set until the file is written: the asker waits for it to clear.
+        let snapshot = sh.snapshot.lock().ok().and_then(|s| s.clone());
         if !redraw && snapshot.is_none() {
             continue;
         }
@@ -581,6 +582,9 @@ fn video_rx(
         if let Some(path) = snapshot {
             if let Err(e) = peercom_board::png::write_rgb(&path, dw, dh, display.framebuffer()) {
                 crate::log!("could not write {}: {e}", path.display());
+            }
+            if let Ok(mut s) = sh.snapshot.lock() {
+                *s = None;
             }
         }
     }
