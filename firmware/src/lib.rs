@@ -5,6 +5,7 @@ pub mod call;
 pub mod cli;
 pub mod config;
 pub mod device;
+pub mod dht;
 pub mod identity;
 pub mod media;
 pub mod runtime;

@@ -57,10 +57,11 @@ impl DeviceId {
         Some(vk.to_montgomery().to_bytes())
     }
 
+    /// Strict Ed25519 verification: weak (small-order) keys and non-canonical signatures fail,
+    /// so a signature cannot be forged for a degenerate key.
     pub fn verify(&self, msg: &[u8], sig: &[u8; 64]) -> bool {
-        use ed25519_dalek::Verifier;
         match ed25519_dalek::VerifyingKey::from_bytes(&self.0) {
-            Ok(vk) => vk.verify(msg, &ed25519_dalek::Signature::from_bytes(sig)).is_ok(),
+            Ok(vk) => !vk.is_weak() && vk.verify_strict(msg, &ed25519_dalek::Signature::from_bytes(sig)).is_ok(),
             Err(_) => false,
         }
     }

@@ -39,6 +39,11 @@ impl DeviceKey {
         self.signing.to_scalar_bytes()
     }
 
+    /// The Ed25519 secret in expanded form (scalar and nonce prefix), for key blinding only.
+    pub(crate) fn expanded(&self) -> ed25519_dalek::hazmat::ExpandedSecretKey {
+        ed25519_dalek::hazmat::ExpandedSecretKey::from(self.signing.as_bytes())
+    }
+
     pub fn sign(&self, msg: &[u8]) -> [u8; 64] {
         use ed25519_dalek::Signer;
         self.signing.sign(msg).to_bytes()
