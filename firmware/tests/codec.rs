@@ -3,45 +3,25 @@
 //! input, and no heap allocation per frame in the steady state (a counting allocator watches).
 //!
 //! Timings (release): `cargo test --release -p peercom --test codec -- --ignored --nocapture`.
+use peercom::bench::stats::{cpu_seconds, percentiles};
 use peercom::media::codec::opus::{MAX_PACKET, SAMPLE_RATE};
 use peercom::media::codec::{
     AudioDecoder, AudioEncoder, CodecError, Complexity, Encoded, VideoDecoder, VideoEncoder, VideoEncoderConfig,
 };
+use peercom::util::rng::Rng;
 use peercom_board::camera::{Camera, pack_stamp};
 use peercom_board::frame::I420Frame;
 use peercom_board::sim::{SimCamera, SimMic};
 use peercom_board::stamp;
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::process::Command;
 use std::time::Instant;
 
-struct Counting;
-
-thread_local! {
-    static ALLOCS: Cell<u64> = const { Cell::new(0) };
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        unsafe { System.dealloc(p, l) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
-        let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
-        unsafe { System.realloc(p, l, n) }
-    }
-}
+#[path = "common/counting_alloc.rs"]
+mod counting_alloc;
+use counting_alloc::allocs;
 
 #[global_allocator]
-static GLOBAL: Counting = Counting;
-
-fn allocs() -> u64 {
-    ALLOCS.with(|c| c.get())
-}
+static GLOBAL: counting_alloc::Counting = counting_alloc::Counting;
 
 const FRAME_US: u64 = 33_333;
 const START_US: u64 = 5_000_000;
@@ -338,26 +318,11 @@ fn encoder_survives_a_too_small_buffer() {
     }
 }
 
-/// xorshift64*: reproducible noise without a dependency.
-struct Noise(u64);
-
-impl Noise {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
-
 #[test]
 fn video_decoder_takes_hostile_input() {
     let cfg = VideoEncoderConfig::default();
     let units = run(&cfg, 30, |_, _| {});
-    let mut rng = Noise(0x9e37_79b9_7f4a_7c15);
+    let mut rng = Rng::seeded(0x9e37_79b9_7f4a_7c15);
     let mut dec = VideoDecoder::new().unwrap();
     let mut out = I420Frame::new(cfg.width, cfg.height);
     assert_eq!(dec.decode(&[], &mut out), Err(CodecError::Malformed));
@@ -365,8 +330,8 @@ fn video_decoder_takes_hostile_input() {
     for round in 0..600 {
         let mut input: Vec<u8> = match round % 4 {
             // Pure noise, with or without a start code in front.
-            0 => (0..rng.below(3000) + 1).map(|_| rng.next() as u8).collect(),
-            1 => [0, 0, 0, 1].into_iter().chain((0..rng.below(3000)).map(|_| rng.next() as u8)).collect(),
+            0 => (0..rng.below(3000) + 1).map(|_| rng.next_u64() as u8).collect(),
+            1 => [0, 0, 0, 1].into_iter().chain((0..rng.below(3000)).map(|_| rng.next_u64() as u8)).collect(),
             // Real units cut short, or with bytes flipped.
             2 => {
                 let u = &units[rng.below(units.len())].bytes;
@@ -593,10 +558,10 @@ fn opus_refuses_bad_input() {
     assert_eq!(dec.decode(&[], &mut out), Err(CodecError::Malformed));
     assert_eq!(dec.decode_fec(&[], &mut out), Err(CodecError::Malformed));
     // Noise as packets: errors or some audio, never a panic; the decoder keeps working.
-    let mut rng = Noise(42);
+    let mut rng = Rng::seeded(42);
     let mut errors = 0;
     for _ in 0..2000 {
-        let junk: Vec<u8> = (0..rng.below(400) + 1).map(|_| rng.next() as u8).collect();
+        let junk: Vec<u8> = (0..rng.below(400) + 1).map(|_| rng.next_u64() as u8).collect();
         match dec.decode(&junk, &mut out) {
             Ok(n) => assert!(n <= out.len()),
             Err(_) => errors += 1,
@@ -653,19 +618,16 @@ fn steady_state_allocates_nothing() {
     assert_eq!(allocs() - before, 0, "heap allocations in 60 steady-state frames");
 }
 
-/// CPU time this thread has used, in ms (Linux; 0 elsewhere). Wall time on a shared machine is
-/// inflated by other processes, CPU time is not.
+/// CPU time this thread has used, in ms. Wall time on a shared machine is inflated by other
+/// processes, CPU time is not.
 fn thread_cpu_ms() -> f64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/thread-self/stat") else { return 0.0 };
-    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
-    let ticks: f64 = fields.get(11..13).map_or(0.0, |f| f.iter().filter_map(|x| x.parse::<f64>().ok()).sum());
-    ticks * 10.0 // USER_HZ is 100 on Linux.
+    cpu_seconds("/proc/thread-self/stat") * 1000.0
 }
 
-fn percentiles(v: &mut [f64]) -> (f64, f64, f64) {
-    v.sort_by(f64::total_cmp);
-    let at = |p: f64| v[((v.len() - 1) as f64 * p).round() as usize];
-    (at(0.5), at(0.95), at(1.0))
+/// (p50, p95, max).
+fn pcts(v: &mut [f64]) -> (f64, f64, f64) {
+    let p = percentiles(v);
+    (p.p50, p.p95, p.max)
 }
 
 #[test]
@@ -700,9 +662,9 @@ fn timings() {
             dt.push(t.elapsed().as_secs_f64() * 1e3);
         }
         let dec_cpu = (thread_cpu_ms() - cpu0) / dt.len() as f64;
-        let (e50, e95, emax) = percentiles(&mut et);
-        let (d50, d95, dmax) = percentiles(&mut dt);
-        let (c50, c95, _) = percentiles(&mut cap);
+        let (e50, e95, emax) = pcts(&mut et);
+        let (d50, d95, dmax) = pcts(&mut dt);
+        let (c50, c95, _) = pcts(&mut cap);
         println!(
             "{complexity:?}: encode p50 {e50:.2} p95 {e95:.2} max {emax:.1} ms (CPU {enc_cpu:.2} ms/frame incl. capture); \
              decode p50 {d50:.2} p95 {d95:.2} max {dmax:.1} ms (CPU {dec_cpu:.2}); capture p50 {c50:.3} p95 {c95:.3} ms"
@@ -723,8 +685,8 @@ fn timings() {
         dec.decode(&pkt[..len], &mut pcm).unwrap();
         dt.push(t.elapsed().as_secs_f64() * 1e3);
     }
-    let (e50, e95, _) = percentiles(&mut et);
-    let (d50, d95, _) = percentiles(&mut dt);
+    let (e50, e95, _) = pcts(&mut et);
+    let (d50, d95, _) = pcts(&mut dt);
     println!("Opus 20 ms: encode p50 {e50:.3} p95 {e95:.3} ms, decode p50 {d50:.3} p95 {d95:.3} ms");
 }
 

@@ -8,7 +8,7 @@
 //! speaker times their onsets (mouth to ear).
 use super::pair::Pair;
 use super::relay::Impairment;
-use super::stats::{Percentiles, percentiles};
+use super::stats::{Percentiles, cpu_seconds, percentiles};
 use crate::call::Phase;
 use crate::device::Command;
 use crate::runtime::DeviceHandle;
@@ -79,17 +79,6 @@ pub struct CallReport {
     pub snapshots: Vec<String>,
     pub a: Side,
     pub b: Side,
-}
-
-/// CPU seconds used by this process so far (utime + stime from /proc).
-fn cpu_seconds() -> f64 {
-    let Ok(s) = std::fs::read_to_string("/proc/self/stat") else { return 0.0 };
-    // Fields after the command name (which may contain spaces) start after the last ')'.
-    let Some(rest) = s.rfind(')').map(|i| &s[i + 2..]) else { return 0.0 };
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0);
-    // utime and stime are fields 14 and 15 of the full line: 11 and 12 after the state field.
-    (ticks(11) + ticks(12)) / 100.0
 }
 
 fn rss_mb() -> f64 {
@@ -193,7 +182,7 @@ pub async fn call(dir: &Path, o: &CallOptions) -> Result<CallReport, String> {
     p.a.wait_phase(Phase::InCall, WAIT).await.ok_or("A never got into the call")?;
     p.b.wait_phase(Phase::InCall, WAIT).await.ok_or("B never got into the call")?;
     let connected = t0.elapsed();
-    let cpu0 = cpu_seconds();
+    let cpu0 = cpu_seconds("/proc/self/stat");
     let wall0 = Instant::now();
     say(v, &format!("== in call after {:.1} ms; talking for {} s", connected.as_secs_f64() * 1000.0, o.seconds));
     let snap_at = Duration::from_secs_f64((o.seconds - 0.5).max(0.5));
@@ -219,7 +208,7 @@ pub async fn call(dir: &Path, o: &CallOptions) -> Result<CallReport, String> {
     let rest = Duration::from_secs_f64(o.seconds).saturating_sub(wall0.elapsed());
     tokio::time::sleep(rest).await;
     let wall = wall0.elapsed().as_secs_f64();
-    let cpu_pct = round1((cpu_seconds() - cpu0) / wall * 100.0);
+    let cpu_pct = round1((cpu_seconds("/proc/self/stat") - cpu0) / wall * 100.0);
     let rss = rss_mb();
     let still_in_call = p.a.phase().0 == Phase::InCall && p.b.phase().0 == Phase::InCall;
     let ra = measure(&p.a, wall, o.audio_frame_ms).await;

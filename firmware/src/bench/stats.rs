@@ -25,6 +25,17 @@ pub fn percentiles(samples: &mut [f64]) -> Percentiles {
     }
 }
 
+/// CPU time (user + system) in seconds from a Linux `stat` file: `/proc/self/stat` for the
+/// process, `/proc/thread-self/stat` for the calling thread. 0 where there is none.
+pub fn cpu_seconds(stat_file: &str) -> f64 {
+    let Ok(s) = std::fs::read_to_string(stat_file) else { return 0.0 };
+    // The fields after the command name (which may contain spaces) start after the last ')';
+    // utime and stime are the 12th and 13th of them, in ticks of 1/100 s.
+    let f: Vec<&str> = s.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -34,5 +45,14 @@ mod tests {
         let p = percentiles(&mut v);
         assert_eq!((p.p50, p.p95, p.min, p.max), (50.0, 95.0, 1.0, 100.0));
         assert_eq!(percentiles(&mut []).p50, 0.0);
+    }
+
+    #[test]
+    fn cpu_time_is_read() {
+        let spin = std::time::Instant::now();
+        while spin.elapsed() < std::time::Duration::from_millis(50) {}
+        assert!(cpu_seconds("/proc/thread-self/stat") > 0.0);
+        assert!(cpu_seconds("/proc/self/stat") >= cpu_seconds("/proc/thread-self/stat"));
+        assert_eq!(cpu_seconds("/nonexistent"), 0.0);
     }
 }
