@@ -79,6 +79,8 @@ pub struct Probe {
 }
 
 const G2G_SAMPLES: usize = 8192;
+/// As many as the sim speaker keeps (copied into place, never grown, on the audio thread).
+const M2E_SAMPLES: usize = 1024;
 
 /// State shared between the network task and the media threads.
 pub struct Shared {
@@ -190,7 +192,11 @@ impl MediaLink {
                 ended: None,
             }),
             selfview: Mutex::new(I420Frame::new(p.width, p.height)),
-            probe: Mutex::new(Probe { g2g_us: Vec::with_capacity(G2G_SAMPLES), ..Default::default() }),
+            probe: Mutex::new(Probe {
+                g2g_us: Vec::with_capacity(G2G_SAMPLES),
+                m2e_us: Vec::with_capacity(M2E_SAMPLES),
+                ..Default::default()
+            }),
             snapshot: Mutex::new(None),
         });
         let (enc_tx, video_in) = mpsc::channel(POOL);
@@ -688,12 +694,8 @@ fn audio(
                 p.jitter = jb.stats();
                 p.audio_errors += u64::from(r.is_err());
                 let m = speaker.measured_latencies_us();
-                if p.m2e_us.capacity() >= m.len() {
-                    p.m2e_us.clear();
-                    p.m2e_us.extend_from_slice(m);
-                } else {
-                    p.m2e_us = m.to_vec();
-                }
+                p.m2e_us.clear();
+                p.m2e_us.extend_from_slice(&m[..m.len().min(M2E_SAMPLES)]);
             }
         }
     }
