@@ -3,8 +3,9 @@
 //! `h = H(P, d)`, blinded key `P' = h·P`, signed with `a' = h·a`. Anyone who knows `P` can compute
 //! `P'` (and so find the record); nobody else can link `P'` to `P`, or to other periods' keys.
 use crate::identity::{DeviceId, DeviceKey};
-use blake2::digest::{Digest, Update, VariableOutput};
-use blake2::{Blake2b512, Blake2bVar};
+use blake2::digest::Digest;
+use blake2::digest::consts::U32;
+use blake2::{Blake2b, Blake2b512};
 use curve25519_dalek::Scalar;
 use ed25519_dalek::hazmat::{ExpandedSecretKey, raw_sign};
 use ed25519_dalek::{Sha512, Signature, VerifyingKey};
@@ -18,9 +19,9 @@ pub fn period_of(unix_secs: u64) -> u32 {
 
 fn factor(public: &[u8; 32], period: u32) -> Scalar {
     let mut h = Blake2b512::new();
-    Digest::update(&mut h, b"peercom blind v1");
-    Digest::update(&mut h, public);
-    Digest::update(&mut h, period.to_le_bytes());
+    h.update(b"peercom blind v1");
+    h.update(public);
+    h.update(period.to_le_bytes());
     let wide: [u8; 64] = h.finalize().into();
     Scalar::from_bytes_mod_order_wide(&wide)
 }
@@ -34,13 +35,10 @@ pub fn blind_public(id: &DeviceId, period: u32) -> Option<[u8; 32]> {
 
 /// Where a blinded key's record lives in the DHT.
 pub fn dht_key(blinded: &[u8; 32]) -> [u8; 32] {
-    let mut out = [0u8; 32];
-    let mut h = Blake2bVar::new(32).expect("32 is a valid BLAKE2b output size");
+    let mut h = Blake2b::<U32>::new();
     h.update(b"peercom dht v1");
     h.update(blinded);
-    // The length was fixed above, so this cannot fail.
-    let _ = h.finalize_variable(&mut out);
-    out
+    h.finalize().into()
 }
 
 /// Signs with the blinded secret of `key` for `period`.
@@ -56,9 +54,9 @@ impl BlindSigner {
         let base = key.expanded();
         // A fresh nonce prefix per period, derived from the secret one: never reused across keys.
         let mut prefix = Blake2b512::new();
-        Digest::update(&mut prefix, b"peercom blind prefix v1");
-        Digest::update(&mut prefix, base.hash_prefix);
-        Digest::update(&mut prefix, period.to_le_bytes());
+        prefix.update(b"peercom blind prefix v1");
+        prefix.update(base.hash_prefix);
+        prefix.update(period.to_le_bytes());
         let p: [u8; 64] = prefix.finalize().into();
         let mut hash_prefix = [0u8; 32];
         hash_prefix.copy_from_slice(&p[..32]);

@@ -484,7 +484,7 @@ fn video_rx(
             generation = call_gen;
             have_remote = false;
         }
-        let mut presented_video = None;
+        let mut presented_video = false;
         match rx.recv_timeout(Duration::from_millis(50)) {
             Ok(f) => {
                 let audio = sh.audio_delay_us.load(Relaxed);
@@ -496,7 +496,7 @@ fn video_rx(
                     Some(Ok(true)) => {
                         have_remote = true;
                         redraw = true;
-                        presented_video = Some(());
+                        presented_video = true;
                     }
                     Some(Err(_)) => {
                         if let Ok(mut p) = sh.probe.lock() {
@@ -568,7 +568,7 @@ fn video_rx(
         }
         let _ = display.present();
         last_draw = Instant::now();
-        if presented_video.is_some() {
+        if presented_video {
             let now_us = sh.micros();
             let captured = stamp::read(&remote.y, remote.width, remote.height)
                 .map(|p| peercom_board::camera::unpack_stamp(p).1)
