@@ -7,6 +7,7 @@ pub mod config;
 pub mod device;
 pub mod dht;
 pub mod identity;
+pub mod lan;
 pub mod media;
 pub mod runtime;
 pub mod session;

@@ -1,4 +1,5 @@
 //! Benchmarks (`peercom bench …`): each prints one JSON object.
+pub mod dht;
 pub mod handshake;
 pub mod media;
 pub mod pair;

@@ -101,6 +101,25 @@ enum BenchCmd {
         #[arg(long)]
         json: bool,
     },
+    /// The DHT in the deterministic simulator (virtual time): lookups, churn, idle traffic.
+    Dht {
+        #[arg(long, default_value_t = 1000)]
+        nodes: usize,
+        /// Share of the nodes replaced between publishing and looking up (0..1).
+        #[arg(long, default_value_t = 0.0)]
+        churn: f64,
+        /// Random datagram loss, percent.
+        #[arg(long, default_value_t = 0.0)]
+        loss: f64,
+        #[arg(long, default_value_t = 1000)]
+        lookups: usize,
+        #[arg(long, default_value_t = 200)]
+        publishers: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 pub fn main() -> i32 {
@@ -119,6 +138,18 @@ pub fn main() -> i32 {
         Cmd::Run { config, board } => run::run(&config, &board),
         Cmd::Ctl { socket, config, cmd } => ctl::ctl(socket, config, cmd),
         Cmd::Demo { seconds, out, json } => demo::demo(seconds, &out, json),
+        Cmd::Bench { which: BenchCmd::Dht { nodes, churn, loss, lookups, publishers, seed, json } } => {
+            let o = crate::bench::dht::Options {
+                nodes: nodes.clamp(1, 1_000_000),
+                churn: churn.clamp(0.0, 1.0),
+                loss: loss.clamp(0.0, 100.0) / 100.0,
+                seed,
+                lookups,
+                publishers: publishers.max(1),
+            };
+            crate::bench::dht::print(&crate::bench::dht::run(o), json);
+            0
+        }
         Cmd::Bench { which: BenchCmd::Handshake { calls, json } } => crate::bench::handshake::run(calls, json),
         Cmd::Bench { which: BenchCmd::Media { seconds, loss, delay, jitter, audio_frame_ms, json } } => {
             let ms = |x: f64| std::time::Duration::from_secs_f64(x.clamp(0.0, 10_000.0) / 1000.0);

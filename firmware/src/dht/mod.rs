@@ -1,2 +1,12 @@
 //! Finding devices without a server: a Kademlia DHT of peercom devices (docs/research/dht-plan.md).
 pub mod blind;
+pub mod id;
+pub mod lookup;
+pub mod message;
+pub mod node;
+pub mod ratelimit;
+pub mod record;
+pub mod routing;
+pub mod sim;
+pub mod store;
+pub mod token;

@@ -3,6 +3,7 @@
 pub mod control;
 mod driver;
 mod indicators;
+pub mod lan_socket;
 pub mod media;
 pub mod protocol;
 

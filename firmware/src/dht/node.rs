@@ -1,0 +1,807 @@
+//! The sans-IO DHT node: routing table, lookups, record storage, tokens and rate limits. Feed it
+//! datagrams of type 4 and timeouts; drain `poll_transmit` and `poll_event`; sleep until
+//! `poll_timeout`. Wall-clock time (record expiry) is derived from the `unix_now` given at start,
+//! so a simulation stays deterministic.
+use super::id::NodeId;
+use super::lookup::{Kind, Lookup};
+use super::message::{self, Body, MAX_NODES, Msg, NODE6_LEN, Token};
+use super::ratelimit::RateLimiter;
+use super::record::{self, RecordBuf};
+use super::routing::{Entry, Insert, K, RoutingTable};
+use super::store::{Store, StoreResult};
+use super::token::Tokens;
+use crate::util::rng::Rng;
+use crate::wire::MAX_DATAGRAM;
+use serde::Serialize;
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, Copy)]
+pub struct NodeConfig {
+    pub alpha: usize,
+    /// A query unanswered this long is sent once more; after twice this long it has failed.
+    pub query_timeout: Duration,
+    pub max_lookups: usize,
+    pub max_pending: usize,
+    pub tx_queue: usize,
+    pub events: usize,
+    pub max_records: usize,
+    /// Entries from one /24 (IPv6 /48) per bucket.
+    pub subnet_limit: usize,
+    pub rate_per_sec: u32,
+    pub rate_burst: u32,
+    pub rate_slots: usize,
+    /// An entry not heard from for this long gets a liveness ping.
+    pub stale_after: Duration,
+    /// A bucket with no lookup for this long is refreshed.
+    pub refresh_every: Duration,
+    pub token_every: Duration,
+    /// A record lookup stops after this many replies carried the record (the newest wins).
+    pub value_quorum: u32,
+    /// Housekeeping interval.
+    pub tick: Duration,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            alpha: 3,
+            query_timeout: Duration::from_millis(400),
+            max_lookups: 16,
+            max_pending: 128,
+            tx_queue: 64,
+            events: 64,
+            max_records: 2048,
+            subnet_limit: 2,
+            rate_per_sec: 50,
+            rate_burst: 200,
+            rate_slots: 1024,
+            stale_after: Duration::from_secs(15 * 60),
+            refresh_every: Duration::from_secs(60 * 60),
+            token_every: Duration::from_secs(10 * 60),
+            value_quorum: 3,
+            tick: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LookupStats {
+    pub rounds: u8,
+    pub msgs: u32,
+}
+
+// A found record travels inline: boxing it would allocate per lookup.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DhtEvent {
+    /// The newest valid record found under `key`.
+    Found {
+        lookup: u32,
+        key: [u8; 32],
+        record: RecordBuf,
+        stats: LookupStats,
+    },
+    NotFound {
+        lookup: u32,
+        key: [u8; 32],
+        stats: LookupStats,
+    },
+    /// A node lookup ended; `found` nodes answered.
+    Closest {
+        lookup: u32,
+        found: usize,
+        nearest: Option<NodeId>,
+        stats: LookupStats,
+    },
+    /// A record was offered to `stored_at` of the nodes nearest its key.
+    Published {
+        lookup: u32,
+        key: [u8; 32],
+        stored_at: usize,
+    },
+    /// A node told us the address it sees us at (our reflexive address).
+    Reflexive {
+        addr: SocketAddr,
+        reporter: SocketAddr,
+    },
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct DhtCounters {
+    pub rx: u64,
+    pub tx: u64,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+    pub dropped_malformed: u64,
+    pub dropped_rate: u64,
+    pub dropped_unsolicited: u64,
+    pub dropped_tx_full: u64,
+    pub replies_truncated: u64,
+    pub stores_accepted: u64,
+    pub stores_stale: u64,
+    pub stores_invalid: u64,
+    pub stores_no_token: u64,
+    pub stores_full: u64,
+    pub records_invalid: u64,
+    pub timeouts: u64,
+    pub lookups_refused: u64,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum What {
+    /// `verify`: a liveness or address check (a bootstrap node's ID is unknown until it answers).
+    Ping,
+    Query {
+        slot: usize,
+        lid: u32,
+    },
+    Store,
+}
+
+#[derive(Clone, Copy)]
+struct Pending {
+    txid: u32,
+    dst: SocketAddr,
+    id: Option<NodeId>,
+    deadline: Instant,
+    retried: bool,
+    what: What,
+}
+
+struct LookupSlot {
+    lookup: Lookup,
+    id: u32,
+    /// Reported to the owner when it ends (joins and refreshes are internal).
+    user: bool,
+    record: Option<RecordBuf>,
+    best: Option<(u64, RecordBuf)>,
+}
+
+struct Datagram {
+    dst: SocketAddr,
+    len: usize,
+    data: [u8; MAX_DATAGRAM],
+}
+
+/// A reply to a request without a valid token may be no larger than the request; requests
+/// without one are padded so the reply fits (the requester pays for the bytes, as in QUIC).
+const PAD_PING: usize = 72;
+const PAD_QUERY: usize = 860;
+const PAD_VALUE: usize = 1150;
+const MAX_BOOTSTRAP: usize = 16;
+static ZEROS: [u8; MAX_DATAGRAM] = [0; MAX_DATAGRAM];
+
+pub struct Node {
+    id: NodeId,
+    cfg: NodeConfig,
+    rng: Rng,
+    table: RoutingTable,
+    store: Store,
+    tokens: Tokens,
+    limiter: RateLimiter,
+    lookups: Vec<Option<LookupSlot>>,
+    /// Pooled lookups (their shortlists keep their allocation).
+    spare: Vec<Lookup>,
+    next_lookup: u32,
+    pending: Vec<Pending>,
+    tx: VecDeque<Datagram>,
+    events: VecDeque<DhtEvent>,
+    bootstrap: Vec<SocketAddr>,
+    t0: Instant,
+    unix0: u64,
+    next_tick: Instant,
+    joined: bool,
+    counters: DhtCounters,
+}
+
+impl Node {
+    pub fn new(id: NodeId, cfg: NodeConfig, mut rng: Rng, now: Instant, unix_now: u64) -> Self {
+        let tokens = Tokens::new(&mut rng, now, cfg.token_every);
+        let limiter = RateLimiter::new(cfg.rate_slots, cfg.rate_per_sec, cfg.rate_burst, rng.next_u64());
+        Node {
+            id,
+            table: RoutingTable::new(id, cfg.subnet_limit),
+            store: Store::new(id, cfg.max_records),
+            tokens,
+            limiter,
+            lookups: (0..cfg.max_lookups).map(|_| None).collect(),
+            spare: (0..cfg.max_lookups).map(|_| Lookup::new(id, Kind::Nodes)).collect(),
+            next_lookup: 1,
+            pending: Vec::with_capacity(cfg.max_pending),
+            tx: VecDeque::with_capacity(cfg.tx_queue),
+            events: VecDeque::with_capacity(cfg.events),
+            bootstrap: Vec::with_capacity(MAX_BOOTSTRAP),
+            t0: now,
+            unix0: unix_now,
+            next_tick: now + cfg.tick,
+            joined: false,
+            counters: DhtCounters::default(),
+            rng,
+            cfg,
+        }
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    pub fn counters(&self) -> DhtCounters {
+        self.counters
+    }
+
+    pub fn table(&self) -> &RoutingTable {
+        &self.table
+    }
+
+    pub fn stored_records(&self) -> usize {
+        self.store.len()
+    }
+
+    fn unix(&self, now: Instant) -> u64 {
+        self.unix0 + now.saturating_duration_since(self.t0).as_secs()
+    }
+
+    /// Remembers bootstrap addresses and pings them (their IDs are learnt from the answers).
+    pub fn bootstrap(&mut self, now: Instant, addrs: &[SocketAddr]) {
+        for a in addrs {
+            if !self.bootstrap.contains(a) && self.bootstrap.len() < MAX_BOOTSTRAP {
+                self.bootstrap.push(*a);
+            }
+        }
+        for i in 0..self.bootstrap.len() {
+            let a = self.bootstrap[i];
+            self.ping(now, None, a);
+        }
+    }
+
+    /// Adds nodes known from an earlier run; they are pinged and enter the table when they answer.
+    pub fn seed(&mut self, now: Instant, nodes: &[(NodeId, SocketAddr)]) {
+        for (id, addr) in nodes {
+            self.ping(now, Some(*id), *addr);
+        }
+    }
+
+    /// Good entries of the routing table, to persist across restarts.
+    pub fn snapshot(&self, out: &mut Vec<(NodeId, SocketAddr)>) {
+        out.extend(self.table.iter().filter(|e| e.fails == 0).map(|e| (e.id, e.addr)));
+    }
+
+    /// Looks up the record stored under `key`; None when every lookup slot is busy.
+    pub fn find_record(&mut self, now: Instant, key: [u8; 32]) -> Option<u32> {
+        self.start(now, NodeId(key), Kind::Value, true, None)
+    }
+
+    /// Finds the K nodes nearest `target` (a benchmark's or a test's query).
+    pub fn find_nodes(&mut self, now: Instant, target: NodeId) -> Option<u32> {
+        self.start(now, target, Kind::Nodes, true, None)
+    }
+
+    /// Stores `record` at the nodes nearest its key (the record must pass `record::check`).
+    pub fn publish(&mut self, now: Instant, rec: &RecordBuf) -> Option<u32> {
+        let key = match record::check(rec.as_bytes(), self.unix(now)) {
+            Ok(v) => v.key(),
+            Err(_) => {
+                self.counters.records_invalid += 1;
+                return None;
+            }
+        };
+        // Our own record is also kept here, in case we are among the nearest.
+        let _ = self.store.put(self.unix(now), rec.as_bytes());
+        self.start(now, NodeId(key), Kind::Publish, true, Some(*rec))
+    }
+
+    fn start(&mut self, now: Instant, target: NodeId, kind: Kind, user: bool, rec: Option<RecordBuf>) -> Option<u32> {
+        let Some(slot) = self.lookups.iter().position(|l| l.is_none()) else {
+            self.counters.lookups_refused += 1;
+            return None;
+        };
+        let mut lookup = self.spare.pop().unwrap_or_else(|| Lookup::new(target, kind));
+        lookup.reset(target, kind);
+        let mut near = [Entry::new(target, SocketAddr::from(([0, 0, 0, 0], 0)), now); K];
+        let n = self.table.closest(&target, &mut near);
+        for e in &near[..n] {
+            lookup.add(e.id, e.addr, 1, e.token.filter(|(_, at)| now < *at + self.cfg.token_every).map(|(t, _)| t));
+        }
+        self.table.looked_up(&target, now);
+        let id = self.next_lookup;
+        self.next_lookup = self.next_lookup.wrapping_add(1).max(1);
+        self.lookups[slot] = Some(LookupSlot { lookup, id, user, record: rec, best: None });
+        self.advance(now, slot);
+        Some(id)
+    }
+
+    pub fn poll_transmit(&mut self, buf: &mut [u8]) -> Option<(SocketAddr, usize)> {
+        let d = self.tx.pop_front()?;
+        let n = d.len.min(buf.len());
+        buf[..n].copy_from_slice(&d.data[..n]);
+        Some((d.dst, n))
+    }
+
+    pub fn poll_event(&mut self) -> Option<DhtEvent> {
+        self.events.pop_front()
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let p = self.pending.iter().map(|p| p.deadline).min();
+        Some(p.map_or(self.next_tick, |p| p.min(self.next_tick)))
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let mut i = 0;
+        while i < self.pending.len() {
+            let p = self.pending[i];
+            if p.deadline > now {
+                i += 1;
+                continue;
+            }
+            if !p.retried && p.what != What::Store {
+                self.pending[i].retried = true;
+                self.pending[i].deadline = now + self.cfg.query_timeout;
+                self.resend(now, p);
+                i += 1;
+                continue;
+            }
+            self.pending.swap_remove(i);
+            self.counters.timeouts += 1;
+            if let Some(id) = p.id {
+                self.table.failed(&id);
+            }
+            if let What::Query { slot, lid } = p.what
+                && let Some(id) = p.id
+                && self.live(slot, lid)
+            {
+                if let Some(l) = self.lookups[slot].as_mut() {
+                    l.lookup.failed(&id);
+                }
+                self.advance(now, slot);
+            }
+        }
+        if now >= self.next_tick {
+            self.next_tick = now + self.cfg.tick;
+            self.housekeeping(now);
+        }
+    }
+
+    fn live(&self, slot: usize, lid: u32) -> bool {
+        self.lookups.get(slot).and_then(|l| l.as_ref()).is_some_and(|l| l.id == lid)
+    }
+
+    fn housekeeping(&mut self, now: Instant) {
+        self.tokens.tick(now, &mut self.rng);
+        self.store.expire(self.unix(now));
+        if self.table.is_empty() {
+            // Cut off (network down, or every known node gone): start again from the bootstrap list.
+            for i in 0..self.bootstrap.len() {
+                let a = self.bootstrap[i];
+                self.ping(now, None, a);
+            }
+            return;
+        }
+        if let Some(before) = now.checked_sub(self.cfg.stale_after)
+            && let Some(e) = self.table.stale(before)
+        {
+            self.table.touch(&e.id, now);
+            self.ping(now, Some(e.id), e.addr);
+        }
+        if let Some(before) = now.checked_sub(self.cfg.refresh_every)
+            && let Some(b) = self.table.bucket_to_refresh(before)
+        {
+            let target = self.table.random_in(b, &mut self.rng);
+            self.start(now, target, Kind::Nodes, false, None);
+        }
+    }
+
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
+        self.counters.rx += 1;
+        self.counters.rx_bytes += bytes.len() as u64;
+        let msg = match Msg::decode(bytes) {
+            Ok(m) => m,
+            Err(_) => {
+                self.counters.dropped_malformed += 1;
+                return;
+            }
+        };
+        if msg.sender == self.id {
+            self.counters.dropped_malformed += 1;
+            return;
+        }
+        if msg.body.is_request() {
+            if !self.limiter.allow(now, from.ip()) {
+                self.counters.dropped_rate += 1;
+                return;
+            }
+            self.on_request(now, from, bytes.len(), &msg);
+        } else {
+            self.on_reply(now, from, &msg);
+        }
+    }
+
+    fn on_request(&mut self, now: Instant, from: SocketAddr, req_len: usize, msg: &Msg<'_>) {
+        let token = match msg.body {
+            Body::Ping { token, .. } | Body::FindNode { token, .. } | Body::FindValue { token, .. } => token,
+            Body::Store { token, .. } => Some(token),
+            _ => None,
+        };
+        let proven = token.is_some_and(|t| self.tokens.valid(&from, &t));
+        if proven {
+            self.table.verified(now, msg.sender, from);
+        } else if self.table.would_add(&msg.sender, &from) && self.pending.len() < self.cfg.max_pending / 2 {
+            // A newcomer: check its address before it may enter the table.
+            self.ping(now, Some(msg.sender), from);
+        }
+        let budget = if proven { MAX_DATAGRAM } else { req_len };
+        let mine = self.tokens.mint(&from);
+        match msg.body {
+            Body::Ping { .. } => {
+                let body = Body::Pong { token: mine, your_addr: from };
+                self.reply(from, msg.txid, body, budget);
+            }
+            Body::FindNode { target, .. } => self.reply_nodes(now, from, msg.txid, &target, None, budget),
+            Body::FindValue { key, .. } => {
+                let rec = self.store.get(&NodeId(key), self.unix(now)).copied();
+                self.reply_nodes(now, from, msg.txid, &NodeId(key), rec.as_ref(), budget);
+            }
+            Body::Store { record, .. } => {
+                let ok = if !proven {
+                    self.counters.stores_no_token += 1;
+                    false
+                } else {
+                    match self.store.put(self.unix(now), record) {
+                        StoreResult::Stored | StoreResult::Replaced => {
+                            self.counters.stores_accepted += 1;
+                            true
+                        }
+                        StoreResult::Stale => {
+                            self.counters.stores_stale += 1;
+                            false
+                        }
+                        StoreResult::Full => {
+                            self.counters.stores_full += 1;
+                            false
+                        }
+                        StoreResult::Invalid(_) => {
+                            self.counters.stores_invalid += 1;
+                            false
+                        }
+                    }
+                };
+                self.reply(from, msg.txid, Body::Stored { ok }, budget);
+            }
+            _ => {}
+        }
+    }
+
+    /// Answers with the nodes nearest `target` (and the record, if any), trimmed to `budget`.
+    fn reply_nodes(
+        &mut self,
+        now: Instant,
+        to: SocketAddr,
+        txid: u32,
+        target: &NodeId,
+        rec: Option<&RecordBuf>,
+        budget: usize,
+    ) {
+        let mut near = [Entry::new(*target, to, now); MAX_NODES];
+        let n = self.table.closest(target, &mut near);
+        let mut list4 = [0u8; MAX_NODES * NODE6_LEN];
+        let mut list6 = [0u8; MAX_NODES * NODE6_LEN];
+        let token = self.tokens.mint(&to);
+        let mut out = [0u8; MAX_DATAGRAM];
+        let mut with_record = rec;
+        let mut count = n;
+        loop {
+            let (mut a4, mut a6) = (0, 0);
+            for e in &near[..count] {
+                // Nodes of the requester's own family only: the other family is of no use to it.
+                if e.addr.is_ipv4() && to.is_ipv4() {
+                    a4 = message::put_node(&mut list4, a4, &e.id, &e.addr).unwrap_or(a4);
+                } else if e.addr.is_ipv6() && to.is_ipv6() {
+                    a6 = message::put_node(&mut list6, a6, &e.id, &e.addr).unwrap_or(a6);
+                }
+            }
+            let body = match with_record {
+                Some(r) => Body::Value { token, record: r.as_bytes(), nodes4: &list4[..a4], nodes6: &list6[..a6] },
+                None => Body::Nodes { token, nodes4: &list4[..a4], nodes6: &list6[..a6] },
+            };
+            let msg = Msg { txid, sender: self.id, body };
+            if let Some(len) = msg.encode(&mut out)
+                && len <= budget
+            {
+                self.queue(to, &out[..len]);
+                return;
+            }
+            self.counters.replies_truncated += 1;
+            if count > 0 {
+                count -= 1;
+            } else if with_record.is_some() {
+                with_record = None;
+                count = n;
+            } else {
+                return;
+            }
+        }
+    }
+
+    fn reply(&mut self, to: SocketAddr, txid: u32, body: Body<'_>, budget: usize) {
+        let mut out = [0u8; MAX_DATAGRAM];
+        let msg = Msg { txid, sender: self.id, body };
+        match msg.encode(&mut out) {
+            Some(len) if len <= budget => self.queue(to, &out[..len]),
+            _ => self.counters.replies_truncated += 1,
+        }
+    }
+
+    fn on_reply(&mut self, now: Instant, from: SocketAddr, msg: &Msg<'_>) {
+        let Some(pi) = self.pending.iter().position(|p| p.txid == msg.txid && p.dst == from) else {
+            self.counters.dropped_unsolicited += 1;
+            return;
+        };
+        let p = self.pending.swap_remove(pi);
+        // It answered at the address we asked: that proves the address.
+        if self.table.verified(now, msg.sender, from) != Insert::Refused
+            && let Some(tok) = reply_token(&msg.body)
+        {
+            self.table.set_token(&msg.sender, tok, now);
+        }
+        if let Body::Pong { your_addr, .. } = msg.body {
+            self.push_event(DhtEvent::Reflexive { addr: your_addr, reporter: from });
+            if !self.joined {
+                self.joined = true;
+                self.start(now, self.id, Kind::Nodes, false, None);
+            }
+        }
+        let What::Query { slot, lid } = p.what else { return };
+        if !self.live(slot, lid) {
+            return;
+        }
+        let unix = self.unix(now);
+        let Some(l) = self.lookups[slot].as_mut() else { return };
+        let asked = p.id.unwrap_or(msg.sender);
+        let depth = l.lookup.depth_of(&asked).saturating_add(1);
+        let (token, rec, n4, n6) = match msg.body {
+            Body::Nodes { token, nodes4, nodes6 } => (token, None, nodes4, nodes6),
+            Body::Value { token, record, nodes4, nodes6 } => (token, Some(record), nodes4, nodes6),
+            _ => {
+                l.lookup.failed(&asked);
+                self.advance(now, slot);
+                return;
+            }
+        };
+        let mut got_value = false;
+        if let Some(bytes) = rec {
+            match record::check(bytes, unix) {
+                Ok(v) if v.key() == l.lookup.target.0 => {
+                    got_value = true;
+                    if l.best.is_none_or(|(s, _)| v.seq > s)
+                        && let Some(buf) = RecordBuf::from_slice(bytes)
+                    {
+                        l.best = Some((v.seq, buf));
+                    }
+                }
+                // A liar or a stale copy: ignored, the lookup goes on.
+                _ => self.counters.records_invalid += 1,
+            }
+        }
+        l.lookup.replied(&asked, token, got_value);
+        for (id, addr) in message::nodes(n4, false).chain(message::nodes(n6, true)) {
+            if id != self.id {
+                l.lookup.add(id, addr, depth, None);
+            }
+        }
+        self.advance(now, slot);
+    }
+
+    /// Sends what lookup `slot` may send now, or ends it.
+    fn advance(&mut self, now: Instant, slot: usize) {
+        loop {
+            let Some(l) = self.lookups[slot].as_mut() else { return };
+            let enough = l.lookup.kind == Kind::Value && l.lookup.values >= self.cfg.value_quorum;
+            if enough || l.lookup.finished() {
+                break;
+            }
+            if self.pending.len() >= self.cfg.max_pending {
+                return;
+            }
+            let Some(c) = l.lookup.next(self.cfg.alpha) else { return };
+            let lid = l.id;
+            let (target, kind) = (l.lookup.target, l.lookup.kind);
+            let txid = self.rng.next_u32();
+            self.send_query(c.addr, txid, target, kind, c.token);
+            self.pending.push(Pending {
+                txid,
+                dst: c.addr,
+                id: Some(c.id),
+                deadline: now + self.cfg.query_timeout,
+                retried: false,
+                what: What::Query { slot, lid },
+            });
+        }
+        self.finish(now, slot);
+    }
+
+    fn finish(&mut self, now: Instant, slot: usize) {
+        let Some(l) = self.lookups[slot].take() else { return };
+        self.pending.retain(|p| p.what != What::Query { slot, lid: l.id });
+        let stats = LookupStats { rounds: l.lookup.rounds(), msgs: l.lookup.msgs };
+        let key = l.lookup.target.0;
+        match l.lookup.kind {
+            Kind::Value => {
+                let ev = match l.best {
+                    Some((_, record)) => DhtEvent::Found { lookup: l.id, key, record, stats },
+                    None => DhtEvent::NotFound { lookup: l.id, key, stats },
+                };
+                self.push_event(ev);
+            }
+            Kind::Nodes => {
+                if l.user {
+                    let found = l.lookup.closest_done().count();
+                    let nearest = l.lookup.closest_done().next().map(|c| c.id);
+                    self.push_event(DhtEvent::Closest { lookup: l.id, found, nearest, stats });
+                }
+            }
+            Kind::Publish => {
+                let mut stored_at = 0;
+                if let Some(rec) = l.record {
+                    let targets: [Option<(SocketAddr, Token)>; K] = {
+                        let mut t = [None; K];
+                        for (slot, c) in t.iter_mut().zip(l.lookup.closest_done()) {
+                            *slot = c.token.map(|tok| (c.addr, tok));
+                        }
+                        t
+                    };
+                    for (addr, token) in targets.into_iter().flatten() {
+                        let txid = self.rng.next_u32();
+                        let msg = Msg { txid, sender: self.id, body: Body::Store { token, record: rec.as_bytes() } };
+                        let mut out = [0u8; MAX_DATAGRAM];
+                        if let Some(n) = msg.encode(&mut out) {
+                            self.queue(addr, &out[..n]);
+                            stored_at += 1;
+                            if self.pending.len() < self.cfg.max_pending {
+                                let deadline = now + 2 * self.cfg.query_timeout;
+                                let what = What::Store;
+                                self.pending.push(Pending { txid, dst: addr, id: None, deadline, retried: true, what });
+                            }
+                        }
+                    }
+                }
+                self.push_event(DhtEvent::Published { lookup: l.id, key, stored_at });
+            }
+        }
+        self.spare.push(l.lookup);
+    }
+
+    fn send_query(&mut self, to: SocketAddr, txid: u32, target: NodeId, kind: Kind, token: Option<Token>) {
+        let pad_to = match (token, kind) {
+            (Some(_), _) => 0,
+            (None, Kind::Value) => PAD_VALUE,
+            (None, _) => PAD_QUERY,
+        };
+        let sender = self.id;
+        let mut out = [0u8; MAX_DATAGRAM];
+        let n = encode_padded(&mut out, pad_to, |pad| Msg {
+            txid,
+            sender,
+            body: match kind {
+                Kind::Value => Body::FindValue { key: target.0, token, pad },
+                _ => Body::FindNode { target, token, pad },
+            },
+        });
+        if let Some(n) = n {
+            self.queue(to, &out[..n]);
+        }
+    }
+
+    fn ping(&mut self, now: Instant, id: Option<NodeId>, to: SocketAddr) {
+        if self.pending.len() >= self.cfg.max_pending
+            || self.pending.iter().any(|p| p.dst == to && p.what == What::Ping)
+        {
+            return;
+        }
+        let token = id.and_then(|id| self.table.get(&id)).and_then(|e| e.token).map(|(t, _)| t);
+        let txid = self.rng.next_u32();
+        self.send_ping(to, txid, token);
+        let deadline = now + self.cfg.query_timeout;
+        self.pending.push(Pending { txid, dst: to, id, deadline, retried: false, what: What::Ping });
+    }
+
+    fn send_ping(&mut self, to: SocketAddr, txid: u32, token: Option<Token>) {
+        let pad_to = if token.is_some() { 0 } else { PAD_PING };
+        let sender = self.id;
+        let mut out = [0u8; MAX_DATAGRAM];
+        if let Some(n) = encode_padded(&mut out, pad_to, |pad| Msg { txid, sender, body: Body::Ping { token, pad } }) {
+            self.queue(to, &out[..n]);
+        }
+    }
+
+    fn resend(&mut self, _now: Instant, p: Pending) {
+        match p.what {
+            What::Ping => {
+                let token = p.id.and_then(|id| self.table.get(&id)).and_then(|e| e.token).map(|(t, _)| t);
+                self.send_ping(p.dst, p.txid, token);
+            }
+            What::Query { slot, lid } => {
+                if !self.live(slot, lid) {
+                    return;
+                }
+                let Some(l) = self.lookups[slot].as_mut() else { return };
+                let Some(id) = p.id else { return };
+                l.lookup.stalled(&id);
+                let token = l.lookup.cands().iter().find(|c| c.id == id).and_then(|c| c.token);
+                let (target, kind) = (l.lookup.target, l.lookup.kind);
+                self.send_query(p.dst, p.txid, target, kind, token);
+                // The stalled query no longer holds a slot: ask the next candidate meanwhile.
+                self.advance(_now, slot);
+            }
+            What::Store => {}
+        }
+    }
+
+    fn queue(&mut self, dst: SocketAddr, bytes: &[u8]) {
+        if self.tx.len() >= self.cfg.tx_queue {
+            self.counters.dropped_tx_full += 1;
+            return;
+        }
+        let mut d = Datagram { dst, len: bytes.len(), data: [0; MAX_DATAGRAM] };
+        d.data[..bytes.len()].copy_from_slice(bytes);
+        self.counters.tx += 1;
+        self.counters.tx_bytes += bytes.len() as u64;
+        self.tx.push_back(d);
+    }
+
+    fn push_event(&mut self, ev: DhtEvent) {
+        if self.events.len() < self.cfg.events {
+            self.events.push_back(ev);
+        }
+    }
+}
+
+/// Encodes the message `build` makes, with a pad that brings it to at least `pad_to` bytes.
+fn encode_padded<'a>(out: &mut [u8], pad_to: usize, build: impl Fn(&'a [u8]) -> Msg<'a>) -> Option<usize> {
+    let bare = build(&[]).encode(out)?;
+    // The pad's length prefix is one byte below 128 and two from there on.
+    let pad = match pad_to.saturating_sub(bare) {
+        0 => return Some(bare),
+        p if p < 128 => p,
+        p => p - 1,
+    };
+    build(&ZEROS[..pad.min(ZEROS.len())]).encode(out)
+}
+
+fn reply_token(body: &Body<'_>) -> Option<Token> {
+    match body {
+        Body::Pong { token, .. } | Body::Nodes { token, .. } | Body::Value { token, .. } => Some(*token),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokenless_requests_are_padded_to_hold_the_reply() {
+        let mut out = [0u8; MAX_DATAGRAM];
+        let sender = NodeId([7; 32]);
+        for txid in [0u32, 300, u32::MAX] {
+            let ping =
+                encode_padded(&mut out, PAD_PING, |pad| Msg { txid, sender, body: Body::Ping { token: None, pad } });
+            let pong = Msg {
+                txid,
+                sender,
+                body: Body::Pong { token: [0; 8], your_addr: "[2001:db8::1]:65535".parse().unwrap() },
+            };
+            let pong = pong.encode(&mut out).unwrap();
+            assert!(ping.unwrap() >= pong, "{ping:?} < {pong}");
+            for pad_to in [PAD_QUERY, PAD_VALUE] {
+                let n = encode_padded(&mut out, pad_to, |pad| Msg {
+                    txid,
+                    sender,
+                    body: Body::FindNode { target: sender, token: None, pad },
+                });
+                assert!(n.unwrap() >= pad_to && n.unwrap() <= pad_to + 1);
+            }
+        }
+    }
+}
