@@ -3,16 +3,28 @@
 //! datagrams, commands and timeouts, and drain `poll_transmit`, `poll_event` and `poll_timeout`.
 use crate::call::{CallEvent, CallInput, CallMachine, CallOutput, CommandError, Outcome, Phase};
 use crate::config::{Config, Contact};
+use crate::dht::announce::{self, Announcer};
+use crate::dht::id::NodeId;
+use crate::dht::message::PACKET_TYPE as DHT_PACKET;
+use crate::dht::node::{DhtCounters, DhtEvent, Node, NodeConfig};
+use crate::dht::record::{self, MAX_ADDRS, RecordBuf};
 use crate::identity::{DeviceId, DeviceKey};
+use crate::lan::{LanConfig, LanDiscovery, LanEvent};
 use crate::media::session::{MediaConfig, MediaSession, MediaStats};
 use crate::session::{Counters, Endpoint, EndpointConfig, MAX_PLAINTEXT, SessionEvent};
 use crate::util::rng::Rng;
 use serde::Serialize;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 const CALL_LOG_LEN: usize = 32;
+/// A LAN beacon this recent counts as "the device is here".
+const LAN_FRESH: Duration = Duration::from_secs(60);
+/// Addresses from a DHT record this recent are tried without a new lookup.
+const DHT_FRESH: Duration = Duration::from_secs(120);
+const MAX_RESOLVING: usize = 16;
+const MAX_REFLEXIVE: usize = 4;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Command {
@@ -26,7 +38,15 @@ pub enum Command {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Input<'a> {
-    Datagram { from: SocketAddr, bytes: &'a [u8] },
+    Datagram {
+        from: SocketAddr,
+        bytes: &'a [u8],
+    },
+    /// A datagram from the LAN discovery (multicast) socket.
+    Beacon {
+        from: SocketAddr,
+        bytes: &'a [u8],
+    },
     Command(Command),
     Timeout,
 }
@@ -39,6 +59,22 @@ pub enum DeviceEvent {
         caller: DeviceId,
         suppressed: u64,
     },
+    /// A contact's device was found: on the LAN (beacon) or through the DHT (its record).
+    Located {
+        device: DeviceId,
+        via: Via,
+        addr: SocketAddr,
+    },
+    /// Our record went to `stored_at` of the DHT nodes nearest its key.
+    Announced {
+        stored_at: usize,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    Lan,
+    Dht,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,6 +119,41 @@ pub struct Status {
     pub counters: Counters,
     /// Media of the current call, when there is one.
     pub media: Option<MediaStats>,
+    pub network: NetworkStatus,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct NetworkStatus {
+    /// Nodes in the DHT routing table (0: not joined, or no DHT).
+    pub dht_nodes: usize,
+    /// Records this device holds for others.
+    pub dht_records: usize,
+    /// What this device announces in its record.
+    pub announced: Vec<String>,
+    pub lan_discovery: bool,
+    /// Contact devices heard on the LAN in the last minute.
+    pub lan_contacts: usize,
+    pub dht: Option<DhtCounters>,
+}
+
+/// Where a contact's device was last seen.
+#[derive(Debug, Clone, Copy)]
+struct Whereabouts {
+    id: DeviceId,
+    hint: Option<SocketAddr>,
+    lan: Option<(SocketAddr, Instant)>,
+    dht: [Option<SocketAddr>; MAX_ADDRS],
+    dht_at: Option<Instant>,
+    /// A call wants this device: every address learnt is tried at once.
+    wanted: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Resolving {
+    lookup: u32,
+    device: DeviceId,
+    /// The other period's key, tried if this lookup finds nothing.
+    then: Option<[u8; 32]>,
 }
 
 pub struct Device {
@@ -103,6 +174,19 @@ pub struct Device {
     plain: Box<[u8; MAX_PLAINTEXT]>,
     /// The time of the last input (sans-IO: outputs are computed as of then).
     now: Instant,
+    /// Finding contacts: started by `start_network`.
+    dht: Option<Node>,
+    lan: Option<LanDiscovery>,
+    announcer: Option<Announcer>,
+    whereabouts: Vec<Whereabouts>,
+    resolving: Vec<Resolving>,
+    reflexive: [Option<SocketAddr>; MAX_REFLEXIVE],
+    local: Option<SocketAddr>,
+    /// Wall-clock seconds at `now0` (records carry wall-clock expiry times).
+    unix0: u64,
+    now0: Instant,
+    rng: Rng,
+    lan_group: Option<std::net::SocketAddrV4>,
 }
 
 impl Device {
@@ -119,6 +203,19 @@ impl Device {
         origin: Instant,
     ) -> Self {
         let allowed = config.contacts.iter().flat_map(|c| c.devices.iter().map(|d| d.id)).collect();
+        let whereabouts = config
+            .contacts
+            .iter()
+            .flat_map(|c| &c.devices)
+            .map(|d| Whereabouts {
+                id: d.id,
+                hint: d.addr,
+                lan: None,
+                dht: [None; MAX_ADDRS],
+                dht_at: None,
+                wanted: false,
+            })
+            .collect();
         let endpoint = Endpoint::new(key, allowed, endpoint_cfg, Rng::seeded(rng.next_u64()));
         Device {
             name: config.name.clone(),
@@ -136,7 +233,84 @@ impl Device {
             media_peer: None,
             plain: Box::new([0; MAX_PLAINTEXT]),
             now: origin,
+            dht: None,
+            lan: None,
+            announcer: None,
+            whereabouts,
+            resolving: Vec::with_capacity(MAX_RESOLVING),
+            reflexive: [None; MAX_REFLEXIVE],
+            local: None,
+            unix0: 0,
+            now0: origin,
+            rng: Rng::seeded(rng.next_u64()),
+            lan_group: config.lan_group,
         }
+    }
+
+    /// Joins the DHT through `bootstrap`, starts announcing where this device is, and (if the
+    /// config allows) LAN discovery. `local` is the bound socket address; `unix_now` the wall
+    /// clock. Without this call the device reaches contacts only at their configured addresses.
+    pub fn start_network(
+        &mut self,
+        now: Instant,
+        unix_now: u64,
+        key: DeviceKey,
+        local: SocketAddr,
+        bootstrap: &[SocketAddr],
+        dht_cfg: NodeConfig,
+    ) {
+        self.now = self.now.max(now);
+        self.unix0 = unix_now;
+        self.now0 = now;
+        let id = NodeId::random(&mut self.rng);
+        let mut node = Node::new(id, dht_cfg, Rng::seeded(self.rng.next_u64()), now, unix_now);
+        // Contacts' configured addresses are peercom devices too, so they also serve as a way in.
+        let mut boot: Vec<SocketAddr> = bootstrap.to_vec();
+        boot.extend(self.whereabouts.iter().filter_map(|w| w.hint));
+        node.bootstrap(now, &boot);
+        self.dht = Some(node);
+        if self.lan_group.is_some() {
+            let contacts: Vec<DeviceId> = self.whereabouts.iter().map(|w| w.id).collect();
+            let rng = Rng::seeded(self.rng.next_u64());
+            self.lan = Some(LanDiscovery::new(&key, &contacts, local.port(), LanConfig::default(), rng, now));
+        }
+        self.announcer = Some(Announcer::new(key, Rng::seeded(self.rng.next_u64())));
+        self.local = (!local.ip().is_unspecified()).then_some(local);
+        self.update_announced(now);
+        self.pump(now);
+    }
+
+    /// More ways into the DHT (bootstrap names resolved again later).
+    pub fn dht_bootstrap(&mut self, now: Instant, addrs: &[SocketAddr]) {
+        self.now = self.now.max(now);
+        if let Some(d) = self.dht.as_mut() {
+            d.bootstrap(now, addrs);
+        }
+        self.pump(now);
+    }
+
+    pub fn dht_nodes(&self) -> usize {
+        self.dht.as_ref().map_or(0, |d| d.table().len())
+    }
+
+    pub fn lan_group(&self) -> Option<std::net::SocketAddrV4> {
+        self.lan.as_ref().and(self.lan_group)
+    }
+
+    /// A LAN beacon to multicast now, if one is due.
+    pub fn poll_beacon(&mut self, buf: &mut [u8]) -> Option<usize> {
+        self.lan.as_mut()?.poll_beacon(buf)
+    }
+
+    /// The routing table's good entries (to keep across restarts).
+    pub fn dht_snapshot(&self, out: &mut Vec<(NodeId, SocketAddr)>) {
+        if let Some(d) = &self.dht {
+            d.snapshot(out);
+        }
+    }
+
+    fn unix(&self, now: Instant) -> u64 {
+        self.unix0 + now.saturating_duration_since(self.now0).as_secs()
     }
 
     /// The current call's media transport, while a call is up.
@@ -176,12 +350,36 @@ impl Device {
             missed_calls: self.missed,
             counters: self.endpoint.counters(),
             media: self.media_peer.map(|_| self.media.stats()),
+            network: NetworkStatus {
+                dht_nodes: self.dht.as_ref().map_or(0, |d| d.table().len()),
+                dht_records: self.dht.as_ref().map_or(0, |d| d.stored_records()),
+                announced: self.announcer.iter().flat_map(|a| a.addrs()).map(|a| a.to_string()).collect(),
+                lan_discovery: self.lan.is_some(),
+                lan_contacts: self
+                    .whereabouts
+                    .iter()
+                    .filter(|w| w.lan.is_some_and(|(_, t)| self.now.saturating_duration_since(t) < LAN_FRESH))
+                    .count(),
+                dht: self.dht.as_ref().map(|d| d.counters()),
+            },
         }
     }
 
     pub fn handle_input(&mut self, now: Instant, input: Input<'_>) -> Result<(), DeviceError> {
         self.now = self.now.max(now);
         let r = match input {
+            Input::Datagram { from, bytes } if bytes.first() == Some(&DHT_PACKET) => {
+                if let Some(d) = self.dht.as_mut() {
+                    d.handle_datagram(now, from, bytes);
+                }
+                Ok(())
+            }
+            Input::Beacon { from, bytes } => {
+                if let Some(l) = self.lan.as_mut() {
+                    l.handle_beacon(now, from, bytes);
+                }
+                Ok(())
+            }
             Input::Datagram { from, bytes } => {
                 self.endpoint.handle_datagram(now, from, bytes);
                 if let Some((peer, plain)) = self.endpoint.take_media() {
@@ -199,6 +397,14 @@ impl Device {
                 if self.media_peer.is_some() {
                     self.media.handle_timeout(now);
                 }
+                if let Some(d) = self.dht.as_mut()
+                    && d.poll_timeout().is_some_and(|t| t <= now)
+                {
+                    d.handle_timeout(now);
+                }
+                if let Some(l) = self.lan.as_mut() {
+                    l.handle_timeout(now);
+                }
                 Ok(())
             }
         };
@@ -209,6 +415,9 @@ impl Device {
     /// The next datagram to send: signalling first, then media (paced, as of the last input).
     pub fn poll_transmit(&mut self, buf: &mut [u8]) -> Option<(SocketAddr, usize)> {
         if let Some(t) = self.endpoint.poll_transmit(buf) {
+            return Some(t);
+        }
+        if let Some(t) = self.dht.as_mut().and_then(|d| d.poll_transmit(buf)) {
             return Some(t);
         }
         let peer = self.media_peer?;
@@ -227,7 +436,11 @@ impl Device {
 
     pub fn poll_timeout(&self) -> Option<Instant> {
         let media = self.media_peer.and_then(|_| self.media.poll_timeout());
-        [self.endpoint.poll_timeout(), self.call.poll_timeout(), media].into_iter().flatten().min()
+        let dht = self.dht.as_ref().and_then(|d| d.poll_timeout());
+        let lan = self.lan.as_ref().and_then(|l| l.poll_timeout());
+        let joined = self.dht.as_ref().is_some_and(|d| !d.table().is_empty());
+        let announce = self.announcer.as_ref().filter(|_| joined).and_then(|a| a.poll_timeout());
+        [self.endpoint.poll_timeout(), self.call.poll_timeout(), media, dht, lan, announce].into_iter().flatten().min()
     }
 
     fn command(&mut self, now: Instant, cmd: Command) -> Result<(), DeviceError> {
@@ -279,8 +492,14 @@ impl Device {
             while let Some(ev) = self.endpoint.poll_event() {
                 progressed = true;
                 let input = match ev {
-                    SessionEvent::Established(p) => CallInput::SessionUp(p),
-                    SessionEvent::Failed(p) => CallInput::SessionFailed(p),
+                    SessionEvent::Established(p) => {
+                        self.want(&p, false);
+                        CallInput::SessionUp(p)
+                    }
+                    SessionEvent::Failed(p) => {
+                        self.want(&p, false);
+                        CallInput::SessionFailed(p)
+                    }
                     SessionEvent::Closed(p) => CallInput::SessionClosed(p),
                     SessionEvent::Message(from, msg) => match self.contact_of(&from) {
                         Some(contact) => CallInput::Message { from, contact, msg },
@@ -296,22 +515,167 @@ impl Device {
             while let Some(out) = self.call.poll_output() {
                 progressed = true;
                 match out {
-                    CallOutput::Connect(id) => match self.addr_of(&id) {
-                        Some(addr) => self.endpoint.connect(now, id, addr),
-                        // No address known (the DHT will provide one later): unreachable now.
-                        None => {
-                            let _ = self.call.handle(now, CallInput::SessionFailed(id));
-                        }
-                    },
+                    CallOutput::Connect(id) => self.connect(now, id),
                     CallOutput::Send(to, msg) => {
                         self.endpoint.send(now, &to, &msg);
                     }
                     CallOutput::Event(e) => self.on_call_event(now, e),
                 }
             }
+            progressed |= self.pump_network(now);
             if !progressed {
                 break;
             }
+        }
+    }
+
+    /// Starts a session to contact device `id` at every address known for it, and asks the
+    /// DHT where it is now; the call fails only when no address is known and the DHT finds none.
+    fn connect(&mut self, now: Instant, id: DeviceId) {
+        self.want(&id, true);
+        let mut tried = false;
+        if let Some(w) = self.whereabouts.iter().find(|w| w.id == id).copied() {
+            let lan = w.lan.filter(|(_, t)| now.saturating_duration_since(*t) < LAN_FRESH).map(|(a, _)| a);
+            let fresh = w.dht_at.is_some_and(|t| now.saturating_duration_since(t) < DHT_FRESH);
+            let dht = w.dht.into_iter().flatten().filter(|_| fresh);
+            for addr in lan.into_iter().chain(w.hint).chain(dht) {
+                self.endpoint.connect(now, id, addr);
+                tried = true;
+            }
+            if fresh {
+                return;
+            }
+        }
+        if !self.resolve(now, id) && !tried {
+            self.want(&id, false);
+            let _ = self.call.handle(now, CallInput::SessionFailed(id));
+        }
+    }
+
+    fn want(&mut self, id: &DeviceId, wanted: bool) {
+        if let Some(w) = self.whereabouts.iter_mut().find(|w| w.id == *id) {
+            w.wanted = wanted;
+        }
+    }
+
+    /// Starts a DHT lookup for `id`'s record; false if there is no DHT to ask.
+    fn resolve(&mut self, now: Instant, id: DeviceId) -> bool {
+        if self.resolving.iter().any(|r| r.device == id) {
+            return true;
+        }
+        let unix = self.unix(now);
+        let Some(d) = self.dht.as_mut().filter(|d| !d.table().is_empty()) else { return false };
+        let [first, then] = announce::lookup_keys(&id, unix);
+        let Some(key) = first else { return false };
+        if self.resolving.len() == MAX_RESOLVING {
+            return false;
+        }
+        match d.find_record(now, key) {
+            Some(lookup) => {
+                self.resolving.push(Resolving { lookup, device: id, then });
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Handles what the DHT and LAN discovery reported, and publishes our record when due.
+    fn pump_network(&mut self, now: Instant) -> bool {
+        let mut progressed = false;
+        while let Some(ev) = self.lan.as_mut().and_then(|l| l.poll_event()) {
+            progressed = true;
+            let LanEvent::Found { device, addr } = ev;
+            let Some(w) = self.whereabouts.iter_mut().find(|w| w.id == device) else { continue };
+            w.lan = Some((addr, now));
+            if w.wanted {
+                self.endpoint.connect(now, device, addr);
+            }
+            self.push_event(DeviceEvent::Located { device, via: Via::Lan, addr });
+        }
+        while let Some(ev) = self.dht.as_mut().and_then(|d| d.poll_event()) {
+            progressed = true;
+            match ev {
+                DhtEvent::Found { lookup, record, .. } => self.on_record(now, lookup, Some(&record)),
+                DhtEvent::NotFound { lookup, .. } => self.on_record(now, lookup, None),
+                DhtEvent::Reflexive { addr, .. } => {
+                    if !self.reflexive.contains(&Some(addr)) {
+                        self.reflexive.rotate_right(1);
+                        self.reflexive[0] = Some(addr);
+                        self.update_announced(now);
+                    }
+                }
+                DhtEvent::Published { stored_at, .. } => self.push_event(DeviceEvent::Announced { stored_at }),
+                DhtEvent::Closest { .. } => {}
+            }
+        }
+        let joined = self.dht.as_ref().is_some_and(|d| !d.table().is_empty());
+        if joined && self.announcer.as_ref().is_some_and(|a| a.due(now)) {
+            let unix = self.unix(now);
+            let mut recs = [RecordBuf::default(); 2];
+            let n = self.announcer.as_mut().map_or(0, |a| a.poll(now, unix, &mut recs));
+            for r in &recs[..n] {
+                if let Some(d) = self.dht.as_mut() {
+                    d.publish(now, r);
+                }
+            }
+            progressed |= n > 0;
+        }
+        progressed
+    }
+
+    fn on_record(&mut self, now: Instant, lookup: u32, rec: Option<&RecordBuf>) {
+        let Some(i) = self.resolving.iter().position(|r| r.lookup == lookup) else { return };
+        let r = self.resolving.swap_remove(i);
+        let mut addrs = [SocketAddr::from(([0, 0, 0, 0], 0)); MAX_ADDRS];
+        let opened = rec.and_then(|rec| record::open(&r.device, rec.as_bytes(), &mut addrs).ok());
+        let unix = self.unix(now);
+        let Some(w) = self.whereabouts.iter_mut().find(|w| w.id == r.device) else { return };
+        match opened {
+            Some(o) if u64::from(o.expires) > unix => {
+                w.dht = [None; MAX_ADDRS];
+                for (slot, a) in w.dht.iter_mut().zip(&addrs[..o.count]) {
+                    *slot = Some(*a);
+                }
+                w.dht_at = Some(now);
+                let w = *w;
+                if w.wanted {
+                    for a in w.dht.into_iter().flatten() {
+                        self.endpoint.connect(now, r.device, a);
+                    }
+                }
+                if let Some(addr) = w.dht[0] {
+                    self.push_event(DeviceEvent::Located { device: r.device, via: Via::Dht, addr });
+                }
+            }
+            _ => {
+                let wanted = w.wanted;
+                if let Some(key) = r.then
+                    && let Some(lookup) = self.dht.as_mut().and_then(|d| d.find_record(now, key))
+                {
+                    self.resolving.push(Resolving { lookup, device: r.device, then: None });
+                    return;
+                }
+                // Nowhere to be found. If nothing else is being tried, the call gives up on it.
+                if wanted && !self.endpoint.is_connecting(&r.device) && !self.endpoint.is_established(&r.device) {
+                    self.want(&r.device, false);
+                    let _ = self.call.handle(now, CallInput::SessionFailed(r.device));
+                }
+            }
+        }
+    }
+
+    /// Announces the bound address (if it is a specific one) and the addresses DHT nodes see.
+    fn update_announced(&mut self, now: Instant) {
+        let mut addrs = [SocketAddr::from(([0, 0, 0, 0], 0)); MAX_ADDRS];
+        let mut n = 0;
+        for a in self.local.into_iter().chain(self.reflexive.into_iter().flatten()) {
+            if n < MAX_ADDRS && !addrs[..n].contains(&a) {
+                addrs[n] = a;
+                n += 1;
+            }
+        }
+        if let Some(an) = self.announcer.as_mut() {
+            an.set_addrs(now, &addrs[..n]);
         }
     }
 
@@ -325,11 +689,17 @@ impl Device {
             }
             CallEvent::Dialing { .. } => self.incoming = false,
             CallEvent::Connected { peer, .. } => {
+                for w in &mut self.whereabouts {
+                    w.wanted = false;
+                }
                 self.media.reset(now);
                 self.media_peer = Some(peer);
             }
             CallEvent::Ended { contact, outcome, .. } => {
                 self.media_peer = None;
+                for w in &mut self.whereabouts {
+                    w.wanted = false;
+                }
                 if outcome == Outcome::Missed {
                     self.missed = self.missed.saturating_add(1);
                 }
@@ -341,17 +711,17 @@ impl Device {
             }
             _ => {}
         }
+        self.push_event(DeviceEvent::Call(e));
+    }
+
+    fn push_event(&mut self, e: DeviceEvent) {
         if self.events.len() < self.events.capacity() {
-            self.events.push_back(DeviceEvent::Call(e));
+            self.events.push_back(e);
         }
     }
 
     fn contact_of(&self, id: &DeviceId) -> Option<usize> {
         self.contacts.iter().position(|c| c.devices.iter().any(|d| d.id == *id))
-    }
-
-    fn addr_of(&self, id: &DeviceId) -> Option<SocketAddr> {
-        self.contacts.iter().flat_map(|c| &c.devices).find(|d| d.id == *id).and_then(|d| d.addr)
     }
 }
 

@@ -75,6 +75,7 @@ pub fn sim_config(n: u8, name: &str, contacts: &[(&str, Option<u8>, &[u8])], cal
         answer_button: Some(0),
         reject_button: None,
         bootstrap: vec![],
+        lan_group: None,
         call,
         media: MediaSettings::default(),
     }

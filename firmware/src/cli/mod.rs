@@ -46,6 +46,19 @@ enum Cmd {
         #[arg(long, default_value = "sim")]
         board: String,
     },
+    /// A headless DHT node (bootstrap for devices; fit for a small server): no camera, audio or
+    /// display. Keeps its routing table in --state across restarts.
+    Node {
+        /// UDP address to listen on.
+        #[arg(long, default_value = "0.0.0.0:7600")]
+        listen: std::net::SocketAddr,
+        /// Other nodes to join through (host:port); may be repeated.
+        #[arg(long)]
+        bootstrap: Vec<String>,
+        /// The state file (node ID and routing table), written atomically.
+        #[arg(long)]
+        state: Option<PathBuf>,
+    },
     /// Talk to a running device through its control socket.
     Ctl {
         #[arg(long)]
@@ -136,6 +149,9 @@ pub fn main() -> i32 {
         Cmd::Id { key, config, qr } => keys::id(key, config, qr),
         Cmd::CheckConfig { file } => check::check(&file),
         Cmd::Run { config, board } => run::run(&config, &board),
+        Cmd::Node { listen, bootstrap, state } => {
+            run::node(crate::runtime::node::NodeOptions { listen, bootstrap, state })
+        }
         Cmd::Ctl { socket, config, cmd } => ctl::ctl(socket, config, cmd),
         Cmd::Demo { seconds, out, json } => demo::demo(seconds, &out, json),
         Cmd::Bench { which: BenchCmd::Dht { nodes, churn, loss, lookups, publishers, seed, json } } => {

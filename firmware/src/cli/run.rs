@@ -66,3 +66,21 @@ pub fn run(config_path: &Path, board: &str) -> i32 {
         0
     })
 }
+
+pub fn node(o: runtime::node::NodeOptions) -> i32 {
+    let rt = match super::runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("peercom node: {e}");
+            return 1;
+        }
+    };
+    let listen = o.listen;
+    match rt.block_on(runtime::node::run(o)) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("peercom node: cannot run on {listen}: {e}");
+            1
+        }
+    }
+}

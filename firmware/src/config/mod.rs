@@ -8,10 +8,13 @@ pub use schema::*;
 
 use crate::identity::DeviceId;
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use toml::Spanned;
+
+/// Where LAN discovery beacons go unless the config says otherwise (site-local multicast).
+pub const DEFAULT_LAN_GROUP: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(239, 255, 77, 77), 7601);
 
 /// A validated configuration, ready for the runtime.
 #[derive(Debug, Clone)]
@@ -25,6 +28,8 @@ pub struct Config {
     pub answer_button: Option<u8>,
     pub reject_button: Option<u8>,
     pub bootstrap: Vec<String>,
+    /// The multicast group for LAN discovery beacons; None when LAN discovery is off.
+    pub lan_group: Option<SocketAddrV4>,
     pub call: CallSettings,
     pub media: MediaSettings,
 }
@@ -254,7 +259,26 @@ impl Config {
         }
 
         let mut bootstrap = Vec::new();
+        let mut lan_group = Some(DEFAULT_LAN_GROUP);
         if let Some(n) = &raw.network {
+            if let Some(g) = &n.lan_group {
+                let a: SocketAddrV4 = g.get_ref().trim().parse().map_err(|_| {
+                    at(
+                        g.span(),
+                        format!(
+                            "\"{}\" is not an IPv4 multicast group:port (e.g. \"239.255.77.77:7601\")",
+                            g.get_ref()
+                        ),
+                    )
+                })?;
+                if !a.ip().is_multicast() || a.port() == 0 {
+                    return Err(at(g.span(), "lan_group must be a multicast address (224.0.0.0/4) with a port".into()));
+                }
+                lan_group = Some(a);
+            }
+            if n.lan_discovery == Some(false) {
+                lan_group = None;
+            }
             for b in &n.bootstrap {
                 let s = b.get_ref().trim();
                 if !s.contains(':') || s.rsplit(':').next().and_then(|p| p.parse::<u16>().ok()).is_none() {
@@ -274,6 +298,7 @@ impl Config {
             answer_button,
             reject_button,
             bootstrap,
+            lan_group,
             call,
             media,
         })

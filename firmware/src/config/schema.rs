@@ -74,4 +74,6 @@ pub struct RawMedia {
 pub struct RawNetwork {
     #[serde(default)]
     pub bootstrap: Vec<Spanned<String>>,
+    pub lan_discovery: Option<bool>,
+    pub lan_group: Option<Spanned<String>>,
 }

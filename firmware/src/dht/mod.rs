@@ -1,4 +1,5 @@
 //! Finding devices without a server: a Kademlia DHT of peercom devices (docs/research/dht-plan.md).
+pub mod announce;
 pub mod blind;
 pub mod id;
 pub mod lookup;

@@ -119,6 +119,8 @@ pub struct DhtCounters {
     pub dropped_unsolicited: u64,
     pub dropped_tx_full: u64,
     pub replies_truncated: u64,
+    /// Requests that carried a token we did not accept (expired, or minted for another address).
+    pub bad_tokens: u64,
     pub stores_accepted: u64,
     pub stores_stale: u64,
     pub stores_invalid: u64,
@@ -239,6 +241,11 @@ impl Node {
         self.store.len()
     }
 
+    /// The record held for others under `key`, if any (tests and the simulator look inside).
+    pub fn stored_record(&self, now: Instant, key: &[u8; 32]) -> Option<&RecordBuf> {
+        self.store.get(&NodeId(*key), self.unix(now))
+    }
+
     fn unix(&self, now: Instant) -> u64 {
         self.unix0 + now.saturating_duration_since(self.t0).as_secs()
     }
@@ -302,7 +309,7 @@ impl Node {
         let mut near = [Entry::new(target, SocketAddr::from(([0, 0, 0, 0], 0)), now); K];
         let n = self.table.closest(&target, &mut near);
         for e in &near[..n] {
-            lookup.add(e.id, e.addr, 1, e.token.filter(|(_, at)| now < *at + self.cfg.token_every).map(|(t, _)| t));
+            lookup.add(e.id, e.addr, 1, self.fresh_token(now, e));
         }
         self.table.looked_up(&target, now);
         let id = self.next_lookup;
@@ -362,6 +369,13 @@ impl Node {
             self.next_tick = now + self.cfg.tick;
             self.housekeeping(now);
         }
+    }
+
+    /// The token `e` gave us, while it is surely still valid: a token lives one to two of the
+    /// issuer's rotation periods, so we use it for half of one (an expired token gets a reply
+    /// trimmed to the request's size, or none).
+    fn fresh_token(&self, now: Instant, e: &Entry) -> Option<Token> {
+        e.token.filter(|(_, at)| now < *at + self.cfg.token_every / 2).map(|(t, _)| t)
     }
 
     fn live(&self, slot: usize, lid: u32) -> bool {
@@ -425,6 +439,9 @@ impl Node {
             _ => None,
         };
         let proven = token.is_some_and(|t| self.tokens.valid(&from, &t));
+        if token.is_some() && !proven {
+            self.counters.bad_tokens += 1;
+        }
         if proven {
             self.table.verified(now, msg.sender, from);
         } else if self.table.would_add(&msg.sender, &from) && self.pending.len() < self.cfg.max_pending / 2 {
@@ -699,7 +716,7 @@ impl Node {
         {
             return;
         }
-        let token = id.and_then(|id| self.table.get(&id)).and_then(|e| e.token).map(|(t, _)| t);
+        let token = id.and_then(|id| self.table.get(&id)).and_then(|e| self.fresh_token(now, e));
         let txid = self.rng.next_u32();
         self.send_ping(to, txid, token);
         let deadline = now + self.cfg.query_timeout;
@@ -715,12 +732,11 @@ impl Node {
         }
     }
 
-    fn resend(&mut self, _now: Instant, p: Pending) {
+    /// The retry goes without a token, padded: if the peer restarted or our address changed, it
+    /// no longer accepts our token and may not answer an unpadded request in full.
+    fn resend(&mut self, now: Instant, p: Pending) {
         match p.what {
-            What::Ping => {
-                let token = p.id.and_then(|id| self.table.get(&id)).and_then(|e| e.token).map(|(t, _)| t);
-                self.send_ping(p.dst, p.txid, token);
-            }
+            What::Ping => self.send_ping(p.dst, p.txid, None),
             What::Query { slot, lid } => {
                 if !self.live(slot, lid) {
                     return;
@@ -728,11 +744,10 @@ impl Node {
                 let Some(l) = self.lookups[slot].as_mut() else { return };
                 let Some(id) = p.id else { return };
                 l.lookup.stalled(&id);
-                let token = l.lookup.cands().iter().find(|c| c.id == id).and_then(|c| c.token);
                 let (target, kind) = (l.lookup.target, l.lookup.kind);
-                self.send_query(p.dst, p.txid, target, kind, token);
+                self.send_query(p.dst, p.txid, target, kind, None);
                 // The stalled query no longer holds a slot: ask the next candidate meanwhile.
-                self.advance(_now, slot);
+                self.advance(now, slot);
             }
             What::Store => {}
         }

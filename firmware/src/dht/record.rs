@@ -104,6 +104,12 @@ pub struct RecordBuf {
     bytes: [u8; MAX_RECORD],
 }
 
+impl Default for RecordBuf {
+    fn default() -> Self {
+        RecordBuf { len: 0, bytes: [0; MAX_RECORD] }
+    }
+}
+
 impl RecordBuf {
     pub fn from_slice(b: &[u8]) -> Option<Self> {
         let mut bytes = [0u8; MAX_RECORD];

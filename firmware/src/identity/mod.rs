@@ -29,6 +29,12 @@ impl DeviceKey {
         DeviceId::from_bytes(self.signing.verifying_key().to_bytes())
     }
 
+    /// A second handle on the same secret, for the parts of the device that sign on their own
+    /// (DHT records, LAN beacons). Deliberately not `Clone`: copies of a secret should be rare.
+    pub(crate) fn duplicate(&self) -> DeviceKey {
+        DeviceKey::from_seed(*self.seed())
+    }
+
     pub(crate) fn seed(&self) -> &[u8; 32] {
         self.signing.as_bytes()
     }

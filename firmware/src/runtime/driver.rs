@@ -106,6 +106,7 @@ pub fn start(
     let socket = UdpSocket::from_std(std_sock)?;
     let local_addr = socket.local_addr()?;
     let origin = media_origin();
+    let net_key = key.duplicate();
     let device = Device::with_clock(config, key, EndpointConfig::default(), Rng::from_os(), origin);
     let m = &config.media;
     let spec =
@@ -144,8 +145,60 @@ pub fn start(
     let shared = media.as_ref().map(|(l, _)| l.shared.clone());
     let handle = DeviceHandle { tx, phase: phase_rx, events: events.clone(), contacts, local_addr, media: shared };
     let name = config.name.clone();
-    let task = tokio::spawn(run(name, device, socket, board, rx, phase_tx, events, media));
+    let net = Network { key: net_key, bootstrap: config.bootstrap.clone(), local: local_addr };
+    let task = tokio::spawn(run(name, device, socket, board, rx, phase_tx, events, media, net));
     Ok((handle, task))
+}
+
+/// What the loop needs to join the DHT and the LAN.
+struct Network {
+    key: DeviceKey,
+    bootstrap: Vec<String>,
+    local: std::net::SocketAddr,
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// Resolves `host:port` bootstrap entries; names that do not resolve are reported, not fatal.
+pub async fn resolve_bootstrap(name: &str, entries: &[String]) -> Vec<std::net::SocketAddr> {
+    let mut out = Vec::new();
+    for e in entries {
+        match tokio::time::timeout(std::time::Duration::from_secs(5), tokio::net::lookup_host(e.as_str())).await {
+            Ok(Ok(addrs)) => out.extend(addrs),
+            Ok(Err(err)) => log!("{name}: bootstrap node {e}: {err}; will retry"),
+            Err(_) => log!("{name}: bootstrap node {e}: name lookup timed out; will retry"),
+        }
+    }
+    out
+}
+
+/// The multicast socket for LAN discovery, on the interface of the bound address when it is a
+/// specific one (tests bind to 127.0.0.x), else the default multicast interface.
+fn open_lan(name: &str, device: &Device, local: std::net::SocketAddr) -> Option<(UdpSocket, std::net::SocketAddrV4)> {
+    let group = device.lan_group()?;
+    let iface = match local.ip() {
+        std::net::IpAddr::V4(ip) if !ip.is_unspecified() => ip,
+        _ => std::net::Ipv4Addr::UNSPECIFIED,
+    };
+    match super::lan_socket::open(group, iface) {
+        Ok(s) => Some((s, group)),
+        Err(e) => {
+            log!("{name}: LAN discovery is off: cannot join {group} on {iface}: {e}");
+            None
+        }
+    }
+}
+
+async fn recv_lan(
+    lan: &Option<(UdpSocket, std::net::SocketAddrV4)>,
+    buf: &mut [u8],
+) -> std::io::Result<(usize, std::net::SocketAddr)> {
+    match lan {
+        Some((s, _)) => s.recv_from(buf).await,
+        None => std::future::pending().await,
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -158,7 +211,16 @@ async fn run(
     phase_tx: watch::Sender<(Phase, Instant)>,
     events: broadcast::Sender<Notice>,
     media: Option<(MediaLink, MediaInputs)>,
+    net: Network,
 ) {
+    let boot = resolve_bootstrap(&name, &net.bootstrap).await;
+    let now = Instant::now();
+    device.start_network(now, unix_now(), net.key, net.local, &boot, crate::dht::node::NodeConfig::default());
+    let lan = open_lan(&name, &device, net.local);
+    let mut lan_buf = [0u8; 2048];
+    // Bootstrap names are resolved again while the DHT has no nodes (e.g. booted before DNS).
+    let mut retry_bootstrap = tokio::time::interval(std::time::Duration::from_secs(60));
+    retry_bootstrap.tick().await;
     let mut buf = [0u8; 2048];
     let mut out = [0u8; MAX_DATAGRAM];
     let (mut link, mut inputs) = match media {
@@ -175,6 +237,13 @@ async fn run(
         while let Some((dst, n)) = device.poll_transmit(&mut out) {
             if let Err(e) = socket.send_to(&out[..n], dst).await {
                 log!("{name}: send to {dst} failed: {e}");
+            }
+        }
+        while let Some(n) = device.poll_beacon(&mut out) {
+            if let Some((s, group)) = &lan
+                && let Err(e) = s.send_to(&out[..n], *group).await
+            {
+                log!("{name}: LAN beacon to {group} failed: {e}");
             }
         }
         while let Some(ev) = device.poll_event() {
@@ -241,6 +310,16 @@ async fn run(
             },
             _ = sleep => {
                 let _ = device.handle_input(Instant::now(), Input::Timeout);
+            }
+            r = recv_lan(&lan, &mut lan_buf) => match r {
+                Ok((n, from)) => {
+                    let _ = device.handle_input(Instant::now(), Input::Beacon { from, bytes: &lan_buf[..n] });
+                }
+                Err(e) => log!("{name}: LAN receive error: {e}"),
+            },
+            _ = retry_bootstrap.tick(), if !net.bootstrap.is_empty() && device.dht_nodes() == 0 => {
+                let boot = resolve_bootstrap(&name, &net.bootstrap).await;
+                device.dht_bootstrap(Instant::now(), &boot);
             }
             Some(f) = video_in => {
                 if let Some(l) = link.as_mut() {
@@ -310,6 +389,25 @@ fn report(name: &str, device: &Device, ev: &DeviceEvent, events: &broadcast::Sen
                 if *suppressed > 0 { format!("; {suppressed} more refusals not logged") } else { String::new() }
             ),
             serde_json::json!({"event": "refused", "caller": caller.to_string()}),
+        ),
+        DeviceEvent::Located { device: dev, via, addr } => {
+            let contact = device
+                .contacts()
+                .iter()
+                .find(|c| c.devices.iter().any(|d| d.id == *dev))
+                .map_or("?", |c| c.name.as_str());
+            let via = match via {
+                crate::device::Via::Lan => "LAN",
+                crate::device::Via::Dht => "DHT",
+            };
+            (
+                format!("located {contact} ({}) via {via} at {addr}", dev.short()),
+                serde_json::json!({"event": "located", "contact": contact, "device": dev.to_string(), "via": via, "addr": addr.to_string()}),
+            )
+        }
+        DeviceEvent::Announced { stored_at } => (
+            format!("announced where this device is at {stored_at} DHT nodes"),
+            serde_json::json!({"event": "announced", "stored_at": stored_at}),
         ),
     };
     log!("{name}: {line}");

@@ -5,6 +5,8 @@ mod driver;
 mod indicators;
 pub mod lan_socket;
 pub mod media;
+pub mod node;
+pub mod node_state;
 pub mod protocol;
 
-pub use driver::{DeviceHandle, Notice, start};
+pub use driver::{DeviceHandle, Notice, resolve_bootstrap, start};

@@ -98,9 +98,14 @@ enum State {
     },
 }
 
+/// Other addresses a handshake is tried at, besides `Slot::addr` (LAN, configured, DHT).
+const ALT_ADDRS: usize = 4;
+
 struct Slot {
     peer: DeviceId,
     addr: SocketAddr,
+    /// While initiating: more candidate addresses; message 1 goes to all of them.
+    alt: [Option<SocketAddr>; ALT_ADDRS],
     local_idx: u32,
     remote_idx: u32,
     state: State,
@@ -170,6 +175,11 @@ impl Endpoint {
         c
     }
 
+    /// A handshake to `peer` is under way.
+    pub fn is_connecting(&self, peer: &DeviceId) -> bool {
+        self.slots.iter().flatten().any(|s| s.peer == *peer && matches!(s.state, State::Initiating { .. }))
+    }
+
     pub fn is_established(&self, peer: &DeviceId) -> bool {
         self.best(peer).is_some()
     }
@@ -186,7 +196,27 @@ impl Endpoint {
             self.push_event(SessionEvent::Established(peer));
             return;
         }
-        if self.slots.iter().flatten().any(|s| s.peer == peer && matches!(s.state, State::Initiating { .. })) {
+        // Under way already: a new address becomes one more candidate, tried at once.
+        if let Some(i) = self
+            .slots
+            .iter()
+            .position(|s| s.as_ref().is_some_and(|s| s.peer == peer && matches!(s.state, State::Initiating { .. })))
+        {
+            let Some(slot) = self.slots[i].as_mut() else { return };
+            if slot.addr == addr || slot.alt.contains(&Some(addr)) {
+                return;
+            }
+            let State::Initiating { packet, .. } = &slot.state else { return };
+            let p = *packet;
+            match slot.alt.iter_mut().find(|a| a.is_none()) {
+                Some(free) => *free = Some(addr),
+                // Full: the newest address replaces the oldest alternative.
+                None => {
+                    slot.alt.rotate_left(1);
+                    slot.alt[ALT_ADDRS - 1] = Some(addr);
+                }
+            }
+            self.queue(addr, &p);
             return;
         }
         let Some((local_idx, state)) = self.initiating(peer, now + self.cfg.handshake_retry, self.cfg.handshake_retry)
@@ -202,6 +232,7 @@ impl Endpoint {
         let slot = Slot {
             peer,
             addr,
+            alt: [None; ALT_ADDRS],
             local_idx,
             remote_idx: 0,
             state,
@@ -337,6 +368,7 @@ impl Endpoint {
         let slot = Slot {
             peer: caller,
             addr: from,
+            alt: [None; ALT_ADDRS],
             local_idx,
             remote_idx: sender,
             state: State::Established {
@@ -470,8 +502,11 @@ impl Endpoint {
                     } else if now >= *next_retry {
                         *gap = (*gap * 2).min(Duration::from_secs(1));
                         *next_retry = now + *gap;
-                        let (dst, p) = (slot.addr, *packet);
+                        let (dst, alt, p) = (slot.addr, slot.alt, *packet);
                         self.queue(dst, &p);
+                        for a in alt.into_iter().flatten() {
+                            self.queue(a, &p);
+                        }
                     }
                 }
                 State::Vacant => self.slots[i] = None,

@@ -36,6 +36,14 @@ pub struct Logs {
 }
 
 impl Logs {
+    /// Collects the lines of a child's stderr until it closes (run it on its own thread).
+    pub fn collect(&self, stderr: std::process::ChildStderr) {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            self.lines.lock().unwrap().push(line);
+            self.cv.notify_all();
+        }
+    }
+
     /// Waits until a line containing `needle` appears; returns it.
     pub fn wait_for(&self, needle: &str, timeout: Duration) -> Option<String> {
         let deadline = Instant::now() + timeout;
@@ -115,15 +123,10 @@ impl Dev {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn peercom run");
-        let logs = Arc::new(Logs { lines: Mutex::new(Vec::new()), cv: Condvar::new() });
+        let logs = Arc::new(Logs::default());
         let stderr = child.stderr.take().unwrap();
         let l2 = logs.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                l2.lines.lock().unwrap().push(line);
-                l2.cv.notify_all();
-            }
-        });
+        std::thread::spawn(move || l2.collect(stderr));
         let dev = Dev {
             name: spec.name.to_string(),
             id: id.to_string(),
