@@ -12,6 +12,16 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+/// Beacons travel the simulated wire with this byte in front (a separate "socket").
+const BEACON_MARK: u8 = 0xbe;
+
+fn beacon(b: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(b.len() + 1);
+    v.push(BEACON_MARK);
+    v.extend_from_slice(b);
+    v
+}
+
 pub struct SimNode {
     pub addr: SocketAddr,
     pub device: Device,
@@ -106,6 +116,17 @@ impl SimNet {
         self.nodes.len() - 1
     }
 
+    /// Starts device `n`'s DHT (through the devices `bootstrap`) and, if its config allows, LAN
+    /// beacons, which the simulator delivers to every other device (one LAN).
+    pub fn start_network(&mut self, node: usize, n: u8, bootstrap: &[usize]) {
+        let now = self.now;
+        let boot: Vec<SocketAddr> = bootstrap.iter().map(|&b| self.nodes[b].addr).collect();
+        let addr = self.nodes[node].addr;
+        let cfg = crate::dht::node::NodeConfig::default();
+        self.nodes[node].device.start_network(now, crate::dht::sim::UNIX_START, key(n), addr, &boot, cfg);
+        self.drain(node);
+    }
+
     pub fn id(&self, node: usize) -> DeviceId {
         self.nodes[node].device.id()
     }
@@ -157,7 +178,11 @@ impl SimNet {
                 let Some(Reverse((_, _, from, to, bytes))) = self.inflight.pop() else { break };
                 if let Some(i) = self.nodes.iter().position(|n| n.addr == to && n.online) {
                     let now = self.now;
-                    self.nodes[i].device.handle_input(now, Input::Datagram { from, bytes: &bytes }).ok();
+                    let input = match bytes.split_first() {
+                        Some((&BEACON_MARK, b)) => Input::Beacon { from, bytes: b },
+                        _ => Input::Datagram { from, bytes: &bytes },
+                    };
+                    self.nodes[i].device.handle_input(now, input).ok();
                     self.drain(i);
                 }
             } else if let Some((_, i)) = next_timer {
@@ -186,6 +211,16 @@ impl SimNet {
             }
             self.seq += 1;
             self.inflight.push(Reverse((self.now + self.latency, self.seq, from, to, bytes)));
+        }
+        while let Some(n) = self.nodes[i].device.poll_beacon(&mut buf) {
+            let from = self.nodes[i].addr;
+            for j in 0..self.nodes.len() {
+                if j != i && self.nodes[j].online {
+                    self.seq += 1;
+                    let to = self.nodes[j].addr;
+                    self.inflight.push(Reverse((self.now + self.latency, self.seq, from, to, beacon(&buf[..n]))));
+                }
+            }
         }
         while let Some(e) = self.nodes[i].device.poll_event() {
             self.nodes[i].events.push((at, e));

@@ -702,6 +702,30 @@ mod tests {
     }
 
     #[test]
+    fn a_handshake_tries_every_candidate_address_and_settles_on_the_one_that_answers() {
+        let t0 = Instant::now();
+        let mut a = ep(1, &[2]);
+        let mut b = ep(2, &[1]);
+        // A stale address first (e.g. a configured hint), then the one the DHT found.
+        a.connect(t0, b.id(), addr(9));
+        assert_eq!(drain(&mut a).iter().map(|d| d.0).collect::<Vec<_>>(), [addr(9)]);
+        a.connect(t0 + MS, b.id(), addr(2));
+        let sent = drain(&mut a);
+        assert_eq!(sent.iter().map(|d| d.0).collect::<Vec<_>>(), [addr(2)], "the new candidate is tried at once");
+        a.connect(t0 + MS, b.id(), addr(2));
+        assert!(drain(&mut a).is_empty(), "a known candidate is not tried twice");
+        // Retries go to every candidate.
+        a.handle_timeout(t0 + 300 * MS);
+        assert_eq!(drain(&mut a).iter().map(|d| d.0).collect::<Vec<_>>(), [addr(9), addr(2)]);
+        b.handle_datagram(t0 + 2 * MS, addr(1), &sent[0].1);
+        let resp = drain(&mut b);
+        a.handle_datagram(t0 + 3 * MS, addr(2), &resp[0].1);
+        assert_eq!(events(&mut a), [SessionEvent::Established(b.id())]);
+        assert!(a.send(t0 + 4 * MS, &b.id(), &Message::Keepalive));
+        assert!(drain(&mut a).iter().all(|d| d.0 == addr(2)), "the session uses the address that answered");
+    }
+
+    #[test]
     fn retransmitted_init_gets_the_cached_reply_and_replies_never_amplify() {
         let t0 = Instant::now();
         let mut a = ep(1, &[2]);
