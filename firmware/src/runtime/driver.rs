@@ -223,6 +223,7 @@ async fn run(
     retry_bootstrap.tick().await;
     let mut buf = [0u8; 2048];
     let mut out = [0u8; MAX_DATAGRAM];
+    let mut net_shown = None;
     let (mut link, mut inputs) = match media {
         Some((l, i)) => (Some(l), Some(i)),
         None => (None, None),
@@ -260,6 +261,14 @@ async fn run(
                 );
                 l.set_phase(Phase::Idle, c, device.status().missed_calls, Some((outcome.describe(), failed)));
             }
+        }
+        // "Online" once the DHT answers; until then contacts are reached on the LAN.
+        let shown = if device.dht_nodes() > 0 { crate::ui::NetState::Online } else { crate::ui::NetState::Lan };
+        if let Some(l) = link.as_mut()
+            && net_shown != Some(shown)
+        {
+            net_shown = Some(shown);
+            l.set_net(shown);
         }
         let phase = device.phase();
         if phase_tx.borrow().0 != phase {

@@ -49,6 +49,7 @@ pub struct UiState {
     pub missed: u32,
     /// The last call's end: reason, failed, when.
     pub ended: Option<(String, bool, Instant)>,
+    pub net: NetState,
 }
 
 /// Fixed facts for the ready screen.
@@ -190,6 +191,7 @@ impl MediaLink {
                 since: origin,
                 missed: 0,
                 ended: None,
+                net: NetState::Lan,
             }),
             selfview: Mutex::new(I420Frame::new(p.width, p.height)),
             probe: Mutex::new(Probe {
@@ -337,6 +339,17 @@ impl MediaLink {
         sh.ui_gen.fetch_add(1, Relaxed);
     }
 
+    /// How contacts are reached, for the ready screen's header.
+    pub fn set_net(&mut self, net: NetState) {
+        if let Ok(mut ui) = self.shared.ui.lock() {
+            if ui.net == net {
+                return;
+            }
+            ui.net = net;
+        }
+        self.shared.ui_gen.fetch_add(1, Relaxed);
+    }
+
     pub fn stop(self) {
         self.shared.stop.store(true, Relaxed);
         self.shared.in_call.store(false, Relaxed);
@@ -473,7 +486,14 @@ fn video_rx(
     let qr = crate::identity::qr::matrix(&st.id_full);
     let contacts: Vec<ContactLine> = st.contacts.iter().map(|(n, b)| ContactLine { name: n, button: *b }).collect();
     let mut ui_gen = 0;
-    let mut ui = UiState { phase: Phase::Idle, contact: String::new(), since: sh.origin, missed: 0, ended: None };
+    let mut ui = UiState {
+        phase: Phase::Idle,
+        contact: String::new(),
+        since: sh.origin,
+        missed: 0,
+        ended: None,
+        net: NetState::Lan,
+    };
     let mut generation = u64::MAX;
     let mut last_draw = Instant::now();
     let mut showing_ended = false;
@@ -543,7 +563,7 @@ fn video_rx(
                     device: &st.device,
                     id_short: &st.id_short,
                     contacts: &contacts,
-                    net: NetState::Lan,
+                    net: ui.net,
                     missed_calls: ui.missed,
                     qr: qr.as_deref(),
                 },
