@@ -187,6 +187,7 @@ pub struct Device {
     now0: Instant,
     rng: Rng,
     lan_group: Option<std::net::SocketAddrV4>,
+    dht_enabled: bool,
 }
 
 impl Device {
@@ -244,6 +245,7 @@ impl Device {
             now0: origin,
             rng: Rng::seeded(rng.next_u64()),
             lan_group: config.lan_group,
+            dht_enabled: config.dht,
         }
     }
 
@@ -262,13 +264,15 @@ impl Device {
         self.now = self.now.max(now);
         self.unix0 = unix_now;
         self.now0 = now;
-        let id = NodeId::random(&mut self.rng);
-        let mut node = Node::new(id, dht_cfg, Rng::seeded(self.rng.next_u64()), now, unix_now);
-        // Contacts' configured addresses are peercom devices too, so they also serve as a way in.
-        let mut boot: Vec<SocketAddr> = bootstrap.to_vec();
-        boot.extend(self.whereabouts.iter().filter_map(|w| w.hint));
-        node.bootstrap(now, &boot);
-        self.dht = Some(node);
+        if self.dht_enabled {
+            let id = NodeId::random(&mut self.rng);
+            let mut node = Node::new(id, dht_cfg, Rng::seeded(self.rng.next_u64()), now, unix_now);
+            // Contacts' configured addresses are peercom devices too, so they also serve as a way in.
+            let mut boot: Vec<SocketAddr> = bootstrap.to_vec();
+            boot.extend(self.whereabouts.iter().filter_map(|w| w.hint));
+            node.bootstrap(now, &boot);
+            self.dht = Some(node);
+        }
         if self.lan_group.is_some() {
             let contacts: Vec<DeviceId> = self.whereabouts.iter().map(|w| w.id).collect();
             let rng = Rng::seeded(self.rng.next_u64());

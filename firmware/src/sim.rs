@@ -86,6 +86,7 @@ pub fn sim_config(n: u8, name: &str, contacts: &[(&str, Option<u8>, &[u8])], cal
         reject_button: None,
         bootstrap: vec![],
         lan_group: None,
+        dht: true,
         call,
         media: MediaSettings::default(),
     }

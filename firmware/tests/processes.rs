@@ -168,8 +168,8 @@ fn replayed_and_tampered_packets_are_dropped_and_counted() {
     let (a_addr, b_addr, relay) = ("127.0.4.1:7600", "127.0.4.2:7600", "127.0.4.3:7600");
     let (ida, idb) = (make_key(&dir, "A"), make_key(&dir, "B"));
     let _r = hostile_relay(relay, b_addr);
-    // A reaches B only through the relay (no LAN beacons, which would find B directly).
-    let off = "[network]\nlan_discovery = false\n";
+    // A reaches B only through the relay (no LAN beacons or DHT, which would find B directly).
+    let off = "[network]\nlan_discovery = false\ndht = false\n";
     let a = Dev::start(&dir, &spec("A", a_addr, vec![("B", Some(1), vec![dev(&idb, relay)])], off), &ida);
     let b = Dev::start(&dir, &spec("B", b_addr, vec![("A", Some(1), vec![dev(&ida, a_addr)])], off), &idb);
     a.ok(&["press", "1"]);

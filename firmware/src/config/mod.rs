@@ -30,6 +30,8 @@ pub struct Config {
     pub bootstrap: Vec<String>,
     /// The multicast group for LAN discovery beacons; None when LAN discovery is off.
     pub lan_group: Option<SocketAddrV4>,
+    /// Join the DHT (find contacts and be found over the internet). On by default.
+    pub dht: bool,
     pub call: CallSettings,
     pub media: MediaSettings,
 }
@@ -260,6 +262,7 @@ impl Config {
 
         let mut bootstrap = Vec::new();
         let mut lan_group = Some(DEFAULT_LAN_GROUP);
+        let dht = raw.network.as_ref().and_then(|n| n.dht).unwrap_or(true);
         if let Some(n) = &raw.network {
             if let Some(g) = &n.lan_group {
                 let a: SocketAddrV4 = g.get_ref().trim().parse().map_err(|_| {
@@ -299,6 +302,7 @@ impl Config {
             reject_button,
             bootstrap,
             lan_group,
+            dht,
             call,
             media,
         })

@@ -75,5 +75,6 @@ pub struct RawNetwork {
     #[serde(default)]
     pub bootstrap: Vec<Spanned<String>>,
     pub lan_discovery: Option<bool>,
+    pub dht: Option<bool>,
     pub lan_group: Option<Spanned<String>>,
 }
