@@ -63,11 +63,23 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(2), wait).await.expect("multicast datagram not received")
     }
 
+    /// qemu-user (the aarch64 test run) does not emulate the multicast socket options
+    /// (ENOPROTOOPT); there the socket tests are skipped, loudly. Any other error fails.
+    fn open_or_skip(group: SocketAddrV4) -> Option<tokio::net::UdpSocket> {
+        match open(group, LO) {
+            Ok(s) => Some(s),
+            Err(e) if e.raw_os_error() == Some(92) => {
+                eprintln!("SKIPPED: multicast socket options unavailable here (qemu-user?): {e}");
+                None
+            }
+            Err(e) => panic!("cannot open the LAN socket: {e}"),
+        }
+    }
+
     #[tokio::test]
     async fn two_sockets_on_one_host_exchange_multicast() {
         let group = test_group(0);
-        let a = open(group, LO).unwrap();
-        let b = open(group, LO).unwrap();
+        let (Some(a), Some(b)) = (open_or_skip(group), open_or_skip(group)) else { return };
         let token = Rng::from_os().next_u64().to_le_bytes();
         a.send_to(&token, group).await.unwrap();
         let from = recv_token(&b, &token).await;
@@ -87,15 +99,10 @@ mod tests {
         let group = test_group(1);
         let (ka, kb) = (DeviceKey::from_seed([1; 32]), DeviceKey::from_seed([2; 32]));
         let now = Instant::now();
+        let (Some(sa), Some(sb)) = (open_or_skip(group), open_or_skip(group)) else { return };
         let mut nodes = [
-            (
-                LanDiscovery::new(&ka, &[kb.id()], 4001, LanConfig::default(), Rng::from_os(), now),
-                open(group, LO).unwrap(),
-            ),
-            (
-                LanDiscovery::new(&kb, &[ka.id()], 4002, LanConfig::default(), Rng::from_os(), now),
-                open(group, LO).unwrap(),
-            ),
+            (LanDiscovery::new(&ka, &[kb.id()], 4001, LanConfig::default(), Rng::from_os(), now), sa),
+            (LanDiscovery::new(&kb, &[ka.id()], 4002, LanConfig::default(), Rng::from_os(), now), sb),
         ];
         let mut found: [Option<LanEvent>; 2] = [None, None];
         let mut buf = [0u8; MAX_LEN];
