@@ -28,6 +28,15 @@ pub struct Cand {
     pub depth: u8,
     /// The token this node gave us (needed to store at it).
     pub token: Option<Token>,
+    /// The distance to the target as two big-endian halves (the shortlist's sort key).
+    dist: (u128, u128),
+}
+
+fn dist(id: &NodeId, target: &NodeId) -> (u128, u128) {
+    let d = id.distance(target).0;
+    let (hi, lo) = d.split_at(16);
+    let half = |b: &[u8]| b.try_into().map_or(0, u128::from_be_bytes);
+    (half(hi), half(lo))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,19 +78,17 @@ impl Lookup {
 
     /// Adds a candidate in distance order; ignores duplicates and ones beyond the shortlist.
     pub fn add(&mut self, id: NodeId, addr: SocketAddr, depth: u8, token: Option<Token>) {
-        if self.cands.iter().any(|c| c.id == id) {
-            return;
-        }
-        let d = id.distance(&self.target);
-        let at = self.cands.partition_point(|c| c.id.distance(&self.target) < d);
-        if at >= SHORTLIST {
+        let d = dist(&id, &self.target);
+        let at = self.cands.partition_point(|c| c.dist < d);
+        // Distinct IDs are at distinct distances: a duplicate would sit right here.
+        if at >= SHORTLIST || self.cands.get(at).is_some_and(|c| c.id == id) {
             return;
         }
         if self.cands.len() == SHORTLIST {
             // The farthest gives way; if it was in flight its reply is simply ignored.
             self.cands.pop();
         }
-        self.cands.insert(at, Cand { id, addr, state: State::Fresh, depth, token });
+        self.cands.insert(at, Cand { id, addr, state: State::Fresh, depth, token, dist: d });
     }
 
     fn find(&mut self, id: &NodeId) -> Option<&mut Cand> {
@@ -110,9 +117,10 @@ impl Lookup {
         }
     }
 
+    /// The query to `id` timed out and is sent again.
     pub fn stalled(&mut self, id: &NodeId) {
         if let Some(c) = self.find(id)
-            && c.state == State::InFlight
+            && matches!(c.state, State::InFlight | State::Stalled)
         {
             c.state = State::Stalled;
             self.msgs += 1;

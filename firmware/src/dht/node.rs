@@ -20,11 +20,17 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Clone, Copy)]
 pub struct NodeConfig {
     pub alpha: usize,
-    /// A query unanswered this long is sent once more; after twice this long it has failed.
+    /// A query unanswered this long is sent again, up to `retries` times; unanswered after
+    /// that, it has failed.
     pub query_timeout: Duration,
+    /// Two retries: with 5% loss each way a query and its answer get through in 90% of tries,
+    /// so one retry leaves 1% of live nodes looking dead, two leave 0.1%.
+    pub retries: u8,
     pub max_lookups: usize,
     pub max_pending: usize,
+    /// Datagrams waiting for `poll_transmit`, at most this many and `tx_bytes` bytes.
     pub tx_queue: usize,
+    pub tx_bytes: usize,
     pub events: usize,
     pub max_records: usize,
     /// Entries from one /24 (IPv6 /48) per bucket.
@@ -32,9 +38,10 @@ pub struct NodeConfig {
     pub rate_per_sec: u32,
     pub rate_burst: u32,
     pub rate_slots: usize,
-    /// An entry not heard from for this long gets a liveness ping.
+    /// An entry not heard from for this long is questionable: when a node waits to take its
+    /// place in a full bucket, it gets a liveness ping (BEP 5's rule).
     pub stale_after: Duration,
-    /// A bucket with no lookup for this long is refreshed.
+    /// A bucket with no lookup for this long is refreshed, unless it is full of good entries.
     pub refresh_every: Duration,
     pub token_every: Duration,
     /// A record lookup stops after this many replies carried the record (the newest wins).
@@ -48,9 +55,11 @@ impl Default for NodeConfig {
         NodeConfig {
             alpha: 3,
             query_timeout: Duration::from_millis(400),
+            retries: 2,
             max_lookups: 16,
             max_pending: 128,
             tx_queue: 64,
+            tx_bytes: 32 * 1024,
             events: 64,
             max_records: 2048,
             subnet_limit: 2,
@@ -148,30 +157,101 @@ struct Pending {
     dst: SocketAddr,
     id: Option<NodeId>,
     deadline: Instant,
-    retried: bool,
+    /// Resends left before it has failed.
+    retries: u8,
     what: What,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Owner {
+    /// Reported to the owner when it ends.
+    User,
+    /// Our first lookup of our own ID; when it ends, every bucket is refreshed.
+    Join,
+    Refresh,
 }
 
 struct LookupSlot {
     lookup: Lookup,
     id: u32,
-    /// Reported to the owner when it ends (joins and refreshes are internal).
-    user: bool,
-    record: Option<RecordBuf>,
-    best: Option<(u64, RecordBuf)>,
+    owner: Owner,
+    /// Publish: the record to store. Value: the newest valid record found so far.
+    record: Option<(u64, RecordBuf)>,
 }
 
-struct Datagram {
-    dst: SocketAddr,
-    len: usize,
-    data: [u8; MAX_DATAGRAM],
+/// Outgoing datagrams, encoded straight into one buffer allocated at start-up and stored back
+/// to back: no 1200-byte slot per datagram, and no copy but the one into the caller's buffer.
+struct TxQueue {
+    buf: Vec<u8>,
+    head: usize,
+    tail: usize,
+    meta: VecDeque<(SocketAddr, u16)>,
+    max: usize,
+}
+
+impl TxQueue {
+    fn new(bytes: usize, count: usize) -> Self {
+        let count = count.max(1);
+        TxQueue {
+            buf: vec![0; bytes.max(MAX_DATAGRAM)],
+            head: 0,
+            tail: 0,
+            meta: VecDeque::with_capacity(count),
+            max: count,
+        }
+    }
+
+    /// Room for the next datagram (at most `MAX_DATAGRAM` bytes); None when the queue is full.
+    fn room(&mut self) -> Option<&mut [u8]> {
+        if self.meta.len() >= self.max {
+            return None;
+        }
+        if self.meta.is_empty() {
+            (self.head, self.tail) = (0, 0);
+        } else if self.buf.len() - self.tail < MAX_DATAGRAM && self.head > 0 {
+            // Only when the owner has not drained us: move what waits to the front.
+            self.buf.copy_within(self.head..self.tail, 0);
+            self.tail -= self.head;
+            self.head = 0;
+        }
+        let end = (self.tail + MAX_DATAGRAM).min(self.buf.len());
+        self.buf.get_mut(self.tail..end)
+    }
+
+    /// The first `n` bytes of `room()` are a datagram to `dst`.
+    fn commit(&mut self, dst: SocketAddr, n: usize) {
+        self.meta.push_back((dst, n as u16));
+        self.tail += n;
+    }
+
+    fn pop(&mut self, out: &mut [u8]) -> Option<(SocketAddr, usize)> {
+        let (dst, len) = self.meta.pop_front()?;
+        let len = usize::from(len);
+        let src = self.buf.get(self.head..self.head + len).unwrap_or(&[]);
+        self.head += len;
+        let n = src.len().min(out.len());
+        out[..n].copy_from_slice(&src[..n]);
+        Some((dst, n))
+    }
+}
+
+/// What `send` did with a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sent {
+    Queued,
+    /// Larger than the budget it was given.
+    TooBig,
+    /// The transmit queue is full.
+    Full,
 }
 
 /// A reply to a request without a valid token may be no larger than the request; requests
 /// without one are padded so the reply fits (the requester pays for the bytes, as in QUIC).
 const PAD_PING: usize = 72;
-const PAD_QUERY: usize = 860;
-const PAD_VALUE: usize = 1150;
+const PAD_QUERY: usize = 900;
+/// The bytes of a newcomer check (a tokenless ping), taken out of a reply's budget.
+const VERIFY_COST: usize = PAD_PING + 2;
+const PAD_VALUE: usize = 1190;
 const MAX_BOOTSTRAP: usize = 16;
 static ZEROS: [u8; MAX_DATAGRAM] = [0; MAX_DATAGRAM];
 
@@ -188,13 +268,15 @@ pub struct Node {
     spare: Vec<Lookup>,
     next_lookup: u32,
     pending: Vec<Pending>,
-    tx: VecDeque<Datagram>,
+    tx: TxQueue,
     events: VecDeque<DhtEvent>,
     bootstrap: Vec<SocketAddr>,
     t0: Instant,
     unix0: u64,
     next_tick: Instant,
     joined: bool,
+    /// An internal lookup ended: start the next due bucket refresh after this input.
+    refresh_soon: bool,
     counters: DhtCounters,
 }
 
@@ -209,16 +291,18 @@ impl Node {
             tokens,
             limiter,
             lookups: (0..cfg.max_lookups).map(|_| None).collect(),
-            spare: (0..cfg.max_lookups).map(|_| Lookup::new(id, Kind::Nodes)).collect(),
+            // Filled as lookups end: most nodes never run more than a few at once.
+            spare: Vec::with_capacity(cfg.max_lookups),
             next_lookup: 1,
             pending: Vec::with_capacity(cfg.max_pending),
-            tx: VecDeque::with_capacity(cfg.tx_queue),
+            tx: TxQueue::new(cfg.tx_bytes, cfg.tx_queue),
             events: VecDeque::with_capacity(cfg.events),
             bootstrap: Vec::with_capacity(MAX_BOOTSTRAP),
             t0: now,
             unix0: unix_now,
             next_tick: now + cfg.tick,
             joined: false,
+            refresh_soon: false,
             counters: DhtCounters::default(),
             rng,
             cfg,
@@ -277,18 +361,18 @@ impl Node {
 
     /// Looks up the record stored under `key`; None when every lookup slot is busy.
     pub fn find_record(&mut self, now: Instant, key: [u8; 32]) -> Option<u32> {
-        self.start(now, NodeId(key), Kind::Value, true, None)
+        self.start(now, NodeId(key), Kind::Value, Owner::User, None)
     }
 
     /// Finds the K nodes nearest `target` (a benchmark's or a test's query).
     pub fn find_nodes(&mut self, now: Instant, target: NodeId) -> Option<u32> {
-        self.start(now, target, Kind::Nodes, true, None)
+        self.start(now, target, Kind::Nodes, Owner::User, None)
     }
 
     /// Stores `record` at the nodes nearest its key (the record must pass `record::check`).
     pub fn publish(&mut self, now: Instant, rec: &RecordBuf) -> Option<u32> {
-        let key = match record::check(rec.as_bytes(), self.unix(now)) {
-            Ok(v) => v.key(),
+        let (key, seq) = match record::check(rec.as_bytes(), self.unix(now)) {
+            Ok(v) => (v.key(), v.seq),
             Err(_) => {
                 self.counters.records_invalid += 1;
                 return None;
@@ -296,34 +380,39 @@ impl Node {
         };
         // Our own record is also kept here, in case we are among the nearest.
         let _ = self.store.put(self.unix(now), rec.as_bytes());
-        self.start(now, NodeId(key), Kind::Publish, true, Some(*rec))
+        self.start(now, NodeId(key), Kind::Publish, Owner::User, Some((seq, *rec)))
     }
 
-    fn start(&mut self, now: Instant, target: NodeId, kind: Kind, user: bool, rec: Option<RecordBuf>) -> Option<u32> {
+    fn start(
+        &mut self,
+        now: Instant,
+        target: NodeId,
+        kind: Kind,
+        owner: Owner,
+        record: Option<(u64, RecordBuf)>,
+    ) -> Option<u32> {
         let Some(slot) = self.lookups.iter().position(|l| l.is_none()) else {
             self.counters.lookups_refused += 1;
             return None;
         };
         let mut lookup = self.spare.pop().unwrap_or_else(|| Lookup::new(target, kind));
         lookup.reset(target, kind);
-        let mut near = [Entry::new(target, SocketAddr::from(([0, 0, 0, 0], 0)), now); K];
-        let n = self.table.closest(&target, &mut near);
-        for e in &near[..n] {
+        let mut near = [None; K];
+        let n = self.table.closest_refs(&target, &mut near);
+        for e in near[..n].iter().flatten() {
             lookup.add(e.id, e.addr, 1, self.fresh_token(now, e));
         }
         self.table.looked_up(&target, now);
         let id = self.next_lookup;
         self.next_lookup = self.next_lookup.wrapping_add(1).max(1);
-        self.lookups[slot] = Some(LookupSlot { lookup, id, user, record: rec, best: None });
+        self.lookups[slot] = Some(LookupSlot { lookup, id, owner, record });
         self.advance(now, slot);
         Some(id)
     }
 
+    /// The next datagram to send, copied into `buf` (give it `MAX_DATAGRAM` bytes).
     pub fn poll_transmit(&mut self, buf: &mut [u8]) -> Option<(SocketAddr, usize)> {
-        let d = self.tx.pop_front()?;
-        let n = d.len.min(buf.len());
-        buf[..n].copy_from_slice(&d.data[..n]);
-        Some((d.dst, n))
+        self.tx.pop(buf)
     }
 
     pub fn poll_event(&mut self) -> Option<DhtEvent> {
@@ -343,8 +432,8 @@ impl Node {
                 i += 1;
                 continue;
             }
-            if !p.retried && p.what != What::Store {
-                self.pending[i].retried = true;
+            if p.retries > 0 && p.what != What::Store {
+                self.pending[i].retries -= 1;
                 self.pending[i].deadline = now + self.cfg.query_timeout;
                 self.resend(now, p);
                 i += 1;
@@ -352,8 +441,12 @@ impl Node {
             }
             self.pending.swap_remove(i);
             self.counters.timeouts += 1;
-            if let Some(id) = p.id {
-                self.table.failed(&id);
+            match (p.id, p.what) {
+                // A liveness check gets every retry: unanswered, the node is gone, and a
+                // newcomer waiting in the replacement cache takes its place.
+                (Some(id), What::Ping) => self.table.gone(&id),
+                (Some(id), _) => self.table.failed(&id),
+                (None, _) => {}
             }
             if let What::Query { slot, lid } = p.what
                 && let Some(id) = p.id
@@ -369,6 +462,7 @@ impl Node {
             self.next_tick = now + self.cfg.tick;
             self.housekeeping(now);
         }
+        self.after_input(now);
     }
 
     /// The token `e` gave us, while it is surely still valid: a token lives one to two of the
@@ -376,6 +470,20 @@ impl Node {
     /// trimmed to the request's size, or none).
     fn fresh_token(&self, now: Instant, e: &Entry) -> Option<Token> {
         e.token.filter(|(_, at)| now < *at + self.cfg.token_every / 2).map(|(t, _)| t)
+    }
+
+    /// Adds a node that proved its address. If it has to wait because its bucket is full, the
+    /// bucket's questionable entry gets a liveness ping: if that node is gone, the newcomer takes
+    /// its place. Liveness is checked on demand, never by a sweep of the whole table.
+    fn add_verified(&mut self, now: Instant, id: NodeId, addr: SocketAddr) -> Insert {
+        let r = self.table.verified(now, id, addr);
+        if r == Insert::Cached
+            && let Some(e) = self.table.questionable(&id, now, self.cfg.stale_after)
+        {
+            self.table.touch(&e.id, now);
+            self.ping(now, Some(e.id), e.addr);
+        }
+        r
     }
 
     fn live(&self, slot: usize, lid: u32) -> bool {
@@ -386,28 +494,49 @@ impl Node {
         self.tokens.tick(now, &mut self.rng);
         self.store.expire(self.unix(now));
         if self.table.is_empty() {
-            // Cut off (network down, or every known node gone): start again from the bootstrap list.
+            // Cut off (network down, or every known node gone): start again from the bootstrap
+            // list, and join again when someone answers.
+            self.joined = false;
             for i in 0..self.bootstrap.len() {
                 let a = self.bootstrap[i];
                 self.ping(now, None, a);
             }
             return;
         }
-        if let Some(before) = now.checked_sub(self.cfg.stale_after)
-            && let Some(e) = self.table.stale(before)
+        self.refresh(now);
+    }
+
+    /// Starts lookups into buckets that are due for a refresh, a few at a time so that the
+    /// owner's lookups always find a free slot.
+    fn refresh(&mut self, now: Instant) {
+        let cap = (self.cfg.max_lookups / 4).max(1);
+        let mut internal = self.lookups.iter().flatten().filter(|l| l.owner != Owner::User).count();
+        while internal < cap
+            && let Some(b) = self.table.bucket_to_refresh(now, self.cfg.refresh_every)
         {
-            self.table.touch(&e.id, now);
-            self.ping(now, Some(e.id), e.addr);
-        }
-        if let Some(before) = now.checked_sub(self.cfg.refresh_every)
-            && let Some(b) = self.table.bucket_to_refresh(before)
-        {
-            let target = self.table.random_in(b, &mut self.rng);
-            self.start(now, target, Kind::Nodes, false, None);
+            // Buckets past our K nearest neighbours' hold only our neighbourhood, which one
+            // lookup of our own ID covers for all of them.
+            let target = if b > self.table.neighbourhood() { self.id } else { self.table.random_in(b, &mut self.rng) };
+            if self.start(now, target, Kind::Nodes, Owner::Refresh, None).is_none() {
+                return;
+            }
+            internal += 1;
         }
     }
 
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
+        self.on_datagram(now, from, bytes);
+        self.after_input(now);
+    }
+
+    fn after_input(&mut self, now: Instant) {
+        if self.refresh_soon {
+            self.refresh_soon = false;
+            self.refresh(now);
+        }
+    }
+
+    fn on_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
         self.counters.rx += 1;
         self.counters.rx_bytes += bytes.len() as u64;
         let msg = match Msg::decode(bytes) {
@@ -442,24 +571,27 @@ impl Node {
         if token.is_some() && !proven {
             self.counters.bad_tokens += 1;
         }
+        let mut budget = if proven { MAX_DATAGRAM } else { req_len };
         if proven {
-            self.table.verified(now, msg.sender, from);
-        } else if self.table.would_add(&msg.sender, &from) && self.pending.len() < self.cfg.max_pending / 2 {
-            // A newcomer: check its address before it may enter the table.
-            self.ping(now, Some(msg.sender), from);
+            self.add_verified(now, msg.sender, from);
+        } else if matches!(msg.body, Body::FindNode { .. } | Body::FindValue { .. })
+            && budget >= PAD_QUERY
+            && self.table.would_add(&msg.sender, &from)
+            && self.pending.len() < self.cfg.max_pending / 2
+        {
+            // A newcomer: check its address before it may enter the table. The check is paid
+            // out of the request's byte budget and sent only once, so a spoofed source never
+            // gets more bytes than the request had.
+            budget -= VERIFY_COST;
+            self.verify(now, msg.sender, from);
         }
-        let budget = if proven { MAX_DATAGRAM } else { req_len };
-        let mine = self.tokens.mint(&from);
         match msg.body {
             Body::Ping { .. } => {
-                let body = Body::Pong { token: mine, your_addr: from };
+                let body = Body::Pong { token: self.tokens.mint(&from), your_addr: from };
                 self.reply(from, msg.txid, body, budget);
             }
-            Body::FindNode { target, .. } => self.reply_nodes(now, from, msg.txid, &target, None, budget),
-            Body::FindValue { key, .. } => {
-                let rec = self.store.get(&NodeId(key), self.unix(now)).copied();
-                self.reply_nodes(now, from, msg.txid, &NodeId(key), rec.as_ref(), budget);
-            }
+            Body::FindNode { target, .. } => self.reply_nodes(now, from, msg.txid, &target, false, budget),
+            Body::FindValue { key, .. } => self.reply_nodes(now, from, msg.txid, &NodeId(key), true, budget),
             Body::Store { record, .. } => {
                 let ok = if !proven {
                     self.counters.stores_no_token += 1;
@@ -490,63 +622,49 @@ impl Node {
         }
     }
 
-    /// Answers with the nodes nearest `target` (and the record, if any), trimmed to `budget`.
-    fn reply_nodes(
-        &mut self,
-        now: Instant,
-        to: SocketAddr,
-        txid: u32,
-        target: &NodeId,
-        rec: Option<&RecordBuf>,
-        budget: usize,
-    ) {
-        let mut near = [Entry::new(*target, to, now); MAX_NODES];
-        let n = self.table.closest(target, &mut near);
-        let mut list4 = [0u8; MAX_NODES * NODE6_LEN];
-        let mut list6 = [0u8; MAX_NODES * NODE6_LEN];
+    /// Answers with the nodes nearest `target` (and, for a value query, the record if we hold
+    /// it), trimmed to `budget`: first nodes go, then the record.
+    fn reply_nodes(&mut self, now: Instant, to: SocketAddr, txid: u32, target: &NodeId, value: bool, budget: usize) {
+        // Nodes of the requester's own family only: the other family is of no use to it.
+        let (v6, each) = if to.is_ipv6() { (true, message::NODE6_LEN) } else { (false, message::NODE4_LEN) };
+        let mut list = [0u8; MAX_NODES * NODE6_LEN];
+        let mut len = 0;
+        let mut near = [None; MAX_NODES];
+        let n = self.table.closest_refs(target, &mut near);
+        for e in near[..n].iter().flatten().filter(|e| e.addr.is_ipv6() == v6) {
+            len = message::put_node(&mut list, len, &e.id, &e.addr).unwrap_or(len);
+        }
+        let all = len;
         let token = self.tokens.mint(&to);
-        let mut out = [0u8; MAX_DATAGRAM];
-        let mut with_record = rec;
-        let mut count = n;
+        let unix = self.unix(now);
+        let mut rec = if value { self.store.get(target, unix).copied() } else { None };
+        let mut trimmed = false;
         loop {
-            let (mut a4, mut a6) = (0, 0);
-            for e in &near[..count] {
-                // Nodes of the requester's own family only: the other family is of no use to it.
-                if e.addr.is_ipv4() && to.is_ipv4() {
-                    a4 = message::put_node(&mut list4, a4, &e.id, &e.addr).unwrap_or(a4);
-                } else if e.addr.is_ipv6() && to.is_ipv6() {
-                    a6 = message::put_node(&mut list6, a6, &e.id, &e.addr).unwrap_or(a6);
-                }
-            }
-            let body = match with_record {
-                Some(r) => Body::Value { token, record: r.as_bytes(), nodes4: &list4[..a4], nodes6: &list6[..a6] },
-                None => Body::Nodes { token, nodes4: &list4[..a4], nodes6: &list6[..a6] },
+            let nodes = &list[..len];
+            let (nodes4, nodes6): (&[u8], &[u8]) = if v6 { (&[], nodes) } else { (nodes, &[]) };
+            let body = match &rec {
+                Some(r) => Body::Value { token, record: r.as_bytes(), nodes4, nodes6 },
+                None => Body::Nodes { token, nodes4, nodes6 },
             };
-            let msg = Msg { txid, sender: self.id, body };
-            if let Some(len) = msg.encode(&mut out)
-                && len <= budget
-            {
-                self.queue(to, &out[..len]);
-                return;
+            match self.send(to, &Msg { txid, sender: self.id, body }, budget) {
+                Sent::Queued | Sent::Full => break,
+                Sent::TooBig if len > 0 => len -= each,
+                Sent::TooBig if rec.is_some() => {
+                    rec = None;
+                    len = all;
+                }
+                Sent::TooBig => break,
             }
+            trimmed = true;
+        }
+        if trimmed {
             self.counters.replies_truncated += 1;
-            if count > 0 {
-                count -= 1;
-            } else if with_record.is_some() {
-                with_record = None;
-                count = n;
-            } else {
-                return;
-            }
         }
     }
 
     fn reply(&mut self, to: SocketAddr, txid: u32, body: Body<'_>, budget: usize) {
-        let mut out = [0u8; MAX_DATAGRAM];
-        let msg = Msg { txid, sender: self.id, body };
-        match msg.encode(&mut out) {
-            Some(len) if len <= budget => self.queue(to, &out[..len]),
-            _ => self.counters.replies_truncated += 1,
+        if self.send(to, &Msg { txid, sender: self.id, body }, budget) == Sent::TooBig {
+            self.counters.replies_truncated += 1;
         }
     }
 
@@ -557,7 +675,7 @@ impl Node {
         };
         let p = self.pending.swap_remove(pi);
         // It answered at the address we asked: that proves the address.
-        if self.table.verified(now, msg.sender, from) != Insert::Refused
+        if self.add_verified(now, msg.sender, from) != Insert::Refused
             && let Some(tok) = reply_token(&msg.body)
         {
             self.table.set_token(&msg.sender, tok, now);
@@ -566,7 +684,7 @@ impl Node {
             self.push_event(DhtEvent::Reflexive { addr: your_addr, reporter: from });
             if !self.joined {
                 self.joined = true;
-                self.start(now, self.id, Kind::Nodes, false, None);
+                self.start(now, self.id, Kind::Nodes, Owner::Join, None);
             }
         }
         let What::Query { slot, lid } = p.what else { return };
@@ -588,17 +706,22 @@ impl Node {
         };
         let mut got_value = false;
         if let Some(bytes) = rec {
-            match record::check(bytes, unix) {
-                Ok(v) if v.key() == l.lookup.target.0 => {
-                    got_value = true;
-                    if l.best.is_none_or(|(s, _)| v.seq > s)
-                        && let Some(buf) = RecordBuf::from_slice(bytes)
-                    {
-                        l.best = Some((v.seq, buf));
+            if l.record.as_ref().is_some_and(|(_, b)| b.as_bytes() == bytes) {
+                // The copy we already checked: no second signature check.
+                got_value = true;
+            } else {
+                match record::check(bytes, unix) {
+                    Ok(v) if v.key() == l.lookup.target.0 => {
+                        got_value = true;
+                        if l.record.is_none_or(|(s, _)| v.seq > s)
+                            && let Some(buf) = RecordBuf::from_slice(bytes)
+                        {
+                            l.record = Some((v.seq, buf));
+                        }
                     }
+                    // A forgery, an expired copy or one for another key: ignored, the lookup goes on.
+                    _ => self.counters.records_invalid += 1,
                 }
-                // A liar or a stale copy: ignored, the lookup goes on.
-                _ => self.counters.records_invalid += 1,
             }
         }
         l.lookup.replied(&asked, token, got_value);
@@ -631,7 +754,7 @@ impl Node {
                 dst: c.addr,
                 id: Some(c.id),
                 deadline: now + self.cfg.query_timeout,
-                retried: false,
+                retries: self.cfg.retries,
                 what: What::Query { slot, lid },
             });
         }
@@ -645,14 +768,21 @@ impl Node {
         let key = l.lookup.target.0;
         match l.lookup.kind {
             Kind::Value => {
-                let ev = match l.best {
+                let ev = match l.record {
                     Some((_, record)) => DhtEvent::Found { lookup: l.id, key, record, stats },
                     None => DhtEvent::NotFound { lookup: l.id, key, stats },
                 };
                 self.push_event(ev);
             }
             Kind::Nodes => {
-                if l.user {
+                if l.owner == Owner::Join {
+                    // Joined: now learn every part of the ID space (the next input starts them).
+                    self.table.refresh_all();
+                }
+                if l.owner != Owner::User {
+                    self.refresh_soon = true;
+                }
+                if l.owner == Owner::User {
                     let found = l.lookup.closest_done().count();
                     let nearest = l.lookup.closest_done().next().map(|c| c.id);
                     self.push_event(DhtEvent::Closest { lookup: l.id, found, nearest, stats });
@@ -660,7 +790,7 @@ impl Node {
             }
             Kind::Publish => {
                 let mut stored_at = 0;
-                if let Some(rec) = l.record {
+                if let Some((_, rec)) = l.record {
                     let targets: [Option<(SocketAddr, Token)>; K] = {
                         let mut t = [None; K];
                         for (slot, c) in t.iter_mut().zip(l.lookup.closest_done()) {
@@ -671,14 +801,12 @@ impl Node {
                     for (addr, token) in targets.into_iter().flatten() {
                         let txid = self.rng.next_u32();
                         let msg = Msg { txid, sender: self.id, body: Body::Store { token, record: rec.as_bytes() } };
-                        let mut out = [0u8; MAX_DATAGRAM];
-                        if let Some(n) = msg.encode(&mut out) {
-                            self.queue(addr, &out[..n]);
+                        if self.send(addr, &msg, MAX_DATAGRAM) == Sent::Queued {
                             stored_at += 1;
                             if self.pending.len() < self.cfg.max_pending {
                                 let deadline = now + 2 * self.cfg.query_timeout;
                                 let what = What::Store;
-                                self.pending.push(Pending { txid, dst: addr, id: None, deadline, retried: true, what });
+                                self.pending.push(Pending { txid, dst: addr, id: None, deadline, retries: 0, what });
                             }
                         }
                     }
@@ -696,18 +824,26 @@ impl Node {
             (None, _) => PAD_QUERY,
         };
         let sender = self.id;
-        let mut out = [0u8; MAX_DATAGRAM];
-        let n = encode_padded(&mut out, pad_to, |pad| Msg {
+        let build = |pad| Msg {
             txid,
             sender,
             body: match kind {
                 Kind::Value => Body::FindValue { key: target.0, token, pad },
                 _ => Body::FindNode { target, token, pad },
             },
-        });
-        if let Some(n) = n {
-            self.queue(to, &out[..n]);
+        };
+        self.send(to, &build(pad_for(pad_to, build)), MAX_DATAGRAM);
+    }
+
+    /// A one-shot, unpadded-budget ping to a newcomer (see `on_request`).
+    fn verify(&mut self, now: Instant, id: NodeId, to: SocketAddr) {
+        if self.pending.iter().any(|p| p.dst == to && p.what == What::Ping) {
+            return;
         }
+        let txid = self.rng.next_u32();
+        self.send_ping(to, txid, None);
+        let deadline = now + self.cfg.query_timeout;
+        self.pending.push(Pending { txid, dst: to, id: Some(id), deadline, retries: 0, what: What::Ping });
     }
 
     fn ping(&mut self, now: Instant, id: Option<NodeId>, to: SocketAddr) {
@@ -720,16 +856,14 @@ impl Node {
         let txid = self.rng.next_u32();
         self.send_ping(to, txid, token);
         let deadline = now + self.cfg.query_timeout;
-        self.pending.push(Pending { txid, dst: to, id, deadline, retried: false, what: What::Ping });
+        self.pending.push(Pending { txid, dst: to, id, deadline, retries: self.cfg.retries, what: What::Ping });
     }
 
     fn send_ping(&mut self, to: SocketAddr, txid: u32, token: Option<Token>) {
         let pad_to = if token.is_some() { 0 } else { PAD_PING };
         let sender = self.id;
-        let mut out = [0u8; MAX_DATAGRAM];
-        if let Some(n) = encode_padded(&mut out, pad_to, |pad| Msg { txid, sender, body: Body::Ping { token, pad } }) {
-            self.queue(to, &out[..n]);
-        }
+        let build = |pad| Msg { txid, sender, body: Body::Ping { token, pad } };
+        self.send(to, &build(pad_for(pad_to, build)), MAX_DATAGRAM);
     }
 
     /// The retry goes without a token, padded: if the peer restarted or our address changed, it
@@ -753,16 +887,28 @@ impl Node {
         }
     }
 
-    fn queue(&mut self, dst: SocketAddr, bytes: &[u8]) {
-        if self.tx.len() >= self.cfg.tx_queue {
+    /// Encodes `msg` into the transmit queue if it takes at most `budget` bytes.
+    fn send(&mut self, dst: SocketAddr, msg: &Msg<'_>, budget: usize) -> Sent {
+        let Some(room) = self.tx.room() else {
             self.counters.dropped_tx_full += 1;
-            return;
+            return Sent::Full;
+        };
+        let limit = budget.min(MAX_DATAGRAM);
+        let fits_room = room.len() >= limit;
+        let end = limit.min(room.len());
+        match msg.encode(&mut room[..end]) {
+            Some(n) => {
+                self.tx.commit(dst, n);
+                self.counters.tx += 1;
+                self.counters.tx_bytes += n as u64;
+                Sent::Queued
+            }
+            None if fits_room => Sent::TooBig,
+            None => {
+                self.counters.dropped_tx_full += 1;
+                Sent::Full
+            }
         }
-        let mut d = Datagram { dst, len: bytes.len(), data: [0; MAX_DATAGRAM] };
-        d.data[..bytes.len()].copy_from_slice(bytes);
-        self.counters.tx += 1;
-        self.counters.tx_bytes += bytes.len() as u64;
-        self.tx.push_back(d);
     }
 
     fn push_event(&mut self, ev: DhtEvent) {
@@ -772,16 +918,21 @@ impl Node {
     }
 }
 
-/// Encodes the message `build` makes, with a pad that brings it to at least `pad_to` bytes.
-fn encode_padded<'a>(out: &mut [u8], pad_to: usize, build: impl Fn(&'a [u8]) -> Msg<'a>) -> Option<usize> {
-    let bare = build(&[]).encode(out)?;
+/// The pad that brings the message `build` makes to at least `pad_to` bytes.
+fn pad_for(pad_to: usize, build: impl Fn(&'static [u8]) -> Msg<'static>) -> &'static [u8] {
+    if pad_to == 0 {
+        return &[];
+    }
+    // Requests without a pad are small; one that does not fit here gets no pad (and a short reply).
+    let mut scratch = [0u8; 256];
+    let Some(bare) = build(&[]).encode(&mut scratch) else { return &[] };
     // The pad's length prefix is one byte below 128 and two from there on.
     let pad = match pad_to.saturating_sub(bare) {
-        0 => return Some(bare),
+        0 => 0,
         p if p < 128 => p,
         p => p - 1,
     };
-    build(&ZEROS[..pad.min(ZEROS.len())]).encode(out)
+    &ZEROS[..pad.min(ZEROS.len())]
 }
 
 fn reply_token(body: &Body<'_>) -> Option<Token> {
@@ -795,27 +946,68 @@ fn reply_token(body: &Body<'_>) -> Option<Token> {
 mod tests {
     use super::*;
 
+    /// Datagrams come out whole and in order, whether the owner drains the queue after every
+    /// input or lets it fill (then the waiting ones move to the front), and a full queue refuses.
+    #[test]
+    fn tx_queue_keeps_order_and_bounds() {
+        let mut q = TxQueue::new(3000, 8);
+        let addr = |i: u8| SocketAddr::from(([198, 51, 100, i], 7600));
+        let mut out = [0u8; MAX_DATAGRAM];
+        let mut next_in = 0u8;
+        let mut next_out = 0u8;
+        for round in 0..50 {
+            // Put in 1..=3 datagrams of 700..1100 bytes, take out one or two.
+            for _ in 0..1 + round % 3 {
+                let len = 700 + (usize::from(next_in) * 37) % 400;
+                let Some(room) = q.room() else { break };
+                if room.len() < len {
+                    break;
+                }
+                room[..len].fill(next_in);
+                q.commit(addr(next_in), len);
+                next_in = next_in.wrapping_add(1);
+            }
+            for _ in 0..1 + round % 2 {
+                let Some((dst, n)) = q.pop(&mut out) else { break };
+                assert_eq!(dst, addr(next_out));
+                assert_eq!(n, 700 + (usize::from(next_out) * 37) % 400);
+                assert!(out[..n].iter().all(|&b| b == next_out));
+                next_out = next_out.wrapping_add(1);
+            }
+            assert!(q.meta.len() <= 8 && q.tail <= q.buf.len());
+        }
+        assert!(next_out > 20);
+        let mut full = TxQueue::new(MAX_DATAGRAM, 2);
+        full.commit(addr(1), 10);
+        full.commit(addr(2), 10);
+        assert!(full.room().is_none());
+    }
+
+    fn padded(pad_to: usize, build: impl Fn(&'static [u8]) -> Msg<'static> + Copy) -> usize {
+        let mut out = [0u8; MAX_DATAGRAM];
+        build(pad_for(pad_to, build)).encode(&mut out).unwrap()
+    }
+
     #[test]
     fn tokenless_requests_are_padded_to_hold_the_reply() {
         let mut out = [0u8; MAX_DATAGRAM];
         let sender = NodeId([7; 32]);
         for txid in [0u32, 300, u32::MAX] {
-            let ping =
-                encode_padded(&mut out, PAD_PING, |pad| Msg { txid, sender, body: Body::Ping { token: None, pad } });
+            let ping = padded(PAD_PING, |pad| Msg { txid, sender, body: Body::Ping { token: None, pad } });
             let pong = Msg {
                 txid,
                 sender,
                 body: Body::Pong { token: [0; 8], your_addr: "[2001:db8::1]:65535".parse().unwrap() },
             };
             let pong = pong.encode(&mut out).unwrap();
-            assert!(ping.unwrap() >= pong, "{ping:?} < {pong}");
+            assert!(ping >= pong, "{ping} < {pong}");
             for pad_to in [PAD_QUERY, PAD_VALUE] {
-                let n = encode_padded(&mut out, pad_to, |pad| Msg {
+                let n = padded(pad_to, |pad| Msg {
                     txid,
                     sender,
                     body: Body::FindNode { target: sender, token: None, pad },
                 });
-                assert!(n.unwrap() >= pad_to && n.unwrap() <= pad_to + 1);
+                assert!(n >= pad_to && n <= pad_to + 1, "{n} for {pad_to}");
             }
         }
     }

@@ -3,11 +3,14 @@
 use std::net::IpAddr;
 use std::time::Instant;
 
-#[derive(Clone, Copy)]
+/// 16 bytes: a node keeps a thousand of these, and a simulator a thousand per node.
+#[derive(Clone, Copy, Default)]
 struct Slot {
-    ip: Option<IpAddr>,
+    /// The keyed hash of the source that owns the slot (0: none).
+    tag: u32,
     tokens: f32,
-    at: Option<Instant>,
+    /// Milliseconds since `epoch` at the last request.
+    at_ms: u64,
 }
 
 pub struct RateLimiter {
@@ -15,20 +18,23 @@ pub struct RateLimiter {
     per_sec: f32,
     burst: f32,
     seed: u64,
+    epoch: Option<Instant>,
 }
 
 impl RateLimiter {
     pub fn new(slots: usize, per_sec: u32, burst: u32, seed: u64) -> Self {
         RateLimiter {
-            slots: vec![Slot { ip: None, tokens: 0.0, at: None }; slots.max(1)],
+            slots: vec![Slot::default(); slots.max(1)],
             per_sec: per_sec as f32,
             burst: burst as f32,
             seed,
+            epoch: None,
         }
     }
 
-    fn index(&self, ip: &IpAddr) -> usize {
-        // A keyed mix (splitmix-style) so an attacker cannot aim at a victim's slot.
+    /// A keyed mix (splitmix-style) so an attacker cannot aim at a victim's slot: the low bits
+    /// pick the slot, the high 32 bits tell its owner from another source in the same slot.
+    fn hash(&self, ip: &IpAddr) -> u64 {
         let mut h = self.seed;
         let mut mix = |x: u64| {
             h = (h ^ x).wrapping_mul(0x9E37_79B9_7F4A_7C15);
@@ -42,25 +48,32 @@ impl RateLimiter {
                 mix(u64::from_be_bytes([o[0], o[1], o[2], o[3], o[4], o[5], o[6], o[7]]));
             }
         }
-        (h % self.slots.len() as u64) as usize
+        h = h.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        h ^ (h >> 31)
     }
 
-    /// Takes one token for `ip`; false if it is over its rate.
+    /// Takes one token for `ip`; false if it is over its rate. Sources that share a slot share
+    /// its bucket (stricter, never looser); a full bucket carries no history and goes to
+    /// whoever asks next.
     pub fn allow(&mut self, now: Instant, ip: IpAddr) -> bool {
-        let i = self.index(&ip);
+        let h = self.hash(&ip);
+        let i = (h % self.slots.len() as u64) as usize;
+        let tag = ((h >> 32) as u32).max(1);
+        let epoch = *self.epoch.get_or_insert(now);
+        let now_ms = now.saturating_duration_since(epoch).as_millis() as u64;
         let (per_sec, burst) = (self.per_sec, self.burst);
         let s = &mut self.slots[i];
-        let elapsed = s.at.map(|t| now.saturating_duration_since(t).as_secs_f32()).unwrap_or(f32::MAX);
-        if s.ip != Some(ip) && s.tokens + elapsed * per_sec >= burst {
-            // A full bucket carries no history: hand the slot to the new address.
-            s.ip = Some(ip);
+        let refill = if s.tag == 0 { burst } else { now_ms.saturating_sub(s.at_ms) as f32 / 1000.0 * per_sec };
+        let tokens = (s.tokens + refill).min(burst);
+        if s.tag != tag && tokens >= burst {
+            s.tag = tag;
         }
-        s.tokens = (s.tokens + elapsed * per_sec).min(burst);
-        s.at = Some(now);
-        if s.tokens >= 1.0 {
-            s.tokens -= 1.0;
+        s.at_ms = now_ms;
+        if tokens >= 1.0 {
+            s.tokens = tokens - 1.0;
             true
         } else {
+            s.tokens = tokens;
             false
         }
     }

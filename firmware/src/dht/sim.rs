@@ -5,7 +5,7 @@ use super::node::{DhtEvent, Node, NodeConfig};
 use crate::util::rng::Rng;
 use crate::wire::MAX_DATAGRAM;
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -34,8 +34,25 @@ impl Default for SimConfig {
 }
 
 enum Ev {
-    Deliver { to: usize, from: SocketAddr, data: Box<[u8]> },
-    Timer { node: usize },
+    /// `len` bytes of pooled buffer `buf`.
+    Deliver {
+        to: usize,
+        from: SocketAddr,
+        buf: usize,
+        len: usize,
+    },
+    Timer {
+        node: usize,
+    },
+}
+
+/// Queue keys: virtual nanoseconds, then a sequence number (first scheduled, first run), then the
+/// event's slot, packed into one integer so that the heap compares once.
+const SEQ_BITS: u32 = 36;
+const SLOT_BITS: u32 = 28;
+
+fn key(at_ns: u64, seq: u64, slot: usize) -> u128 {
+    (u128::from(at_ns) << 64) | (u128::from(seq & ((1 << SEQ_BITS) - 1)) << SLOT_BITS) | (slot as u128)
 }
 
 pub struct DhtSim {
@@ -45,11 +62,13 @@ pub struct DhtSim {
     now: Instant,
     nodes: Vec<Option<Node>>,
     addrs: Vec<SocketAddr>,
-    by_addr: HashMap<SocketAddr, usize>,
     timers: Vec<Option<Instant>>,
-    queue: BinaryHeap<Reverse<(Instant, u64, usize)>>,
+    queue: BinaryHeap<Reverse<u128>>,
     evs: Vec<Option<Ev>>,
     free_evs: Vec<usize>,
+    /// Datagram buffers in flight, reused (no allocation per datagram once the pool is warm).
+    bufs: Vec<[u8; MAX_DATAGRAM]>,
+    free_bufs: Vec<usize>,
     seq: u64,
     events: Vec<(usize, DhtEvent)>,
     /// Bytes each node sent (index = node).
@@ -68,11 +87,12 @@ impl DhtSim {
             now: t0,
             nodes: Vec::new(),
             addrs: Vec::new(),
-            by_addr: HashMap::new(),
             timers: Vec::new(),
             queue: BinaryHeap::new(),
             evs: Vec::new(),
             free_evs: Vec::new(),
+            bufs: Vec::new(),
+            free_bufs: Vec::new(),
             seq: 0,
             events: Vec::new(),
             sent_bytes: Vec::new(),
@@ -100,6 +120,16 @@ impl DhtSim {
         SocketAddr::from(([1 + (i >> 17) as u8, (i >> 9) as u8, (i >> 1) as u8, 10 + (i & 1) as u8], 7600))
     }
 
+    /// The node at `addr`: `addr_for` backwards (no hash map on the per-datagram path).
+    fn index_of(&self, addr: &SocketAddr) -> Option<usize> {
+        let SocketAddr::V4(a) = addr else { return None };
+        let [o0, o1, o2, o3] = a.ip().octets();
+        let low = o3.checked_sub(10).filter(|&b| b < 2)?;
+        let i = (u32::from(o0.checked_sub(1)?) << 17) | (u32::from(o1) << 9) | (u32::from(o2) << 1) | u32::from(low);
+        let i = (i as usize).checked_sub(1)?;
+        (self.addrs.get(i) == Some(addr)).then_some(i)
+    }
+
     /// Adds a node and bootstraps it from `bootstrap` (node indices); returns its index.
     pub fn add_node(&mut self, bootstrap: &[usize]) -> usize {
         let i = self.nodes.len();
@@ -111,7 +141,6 @@ impl DhtSim {
         node.bootstrap(self.now, &boot);
         self.nodes.push(Some(node));
         self.addrs.push(addr);
-        self.by_addr.insert(addr, i);
         self.timers.push(None);
         self.sent_bytes.push(0);
         self.flush(i);
@@ -170,61 +199,85 @@ impl DhtSim {
             }
         };
         self.seq += 1;
-        self.queue.push(Reverse((at, self.seq, slot)));
+        let ns = at.saturating_duration_since(self.t0).as_nanos() as u64;
+        self.queue.push(Reverse(key(ns, self.seq, slot)));
     }
 
     /// Sends node `i`'s datagrams into the network, collects its events and re-arms its timer.
     fn flush(&mut self, i: usize) {
-        let mut buf = [0u8; MAX_DATAGRAM];
         let from = self.addrs[i];
         let (lo, hi) = self.cfg.latency;
         loop {
-            let Some(node) = self.nodes[i].as_mut() else { return };
-            let Some((dst, n)) = node.poll_transmit(&mut buf) else { break };
+            let b = match self.free_bufs.pop() {
+                Some(b) => b,
+                None => {
+                    self.bufs.push([0; MAX_DATAGRAM]);
+                    self.bufs.len() - 1
+                }
+            };
+            let Some(node) = self.nodes[i].as_mut() else {
+                self.free_bufs.push(b);
+                return;
+            };
+            let Some((dst, n)) = node.poll_transmit(&mut self.bufs[b][..]) else {
+                self.free_bufs.push(b);
+                break;
+            };
             self.sent_bytes[i] += n as u64;
-            if self.cfg.loss > 0.0 && (self.rng.next_u64() as f64 / u64::MAX as f64) < self.cfg.loss {
+            let lost = self.cfg.loss > 0.0 && (self.rng.next_u64() as f64 / u64::MAX as f64) < self.cfg.loss;
+            let to = self.index_of(&dst);
+            if lost {
                 self.lost += 1;
-                continue;
             }
-            let Some(&to) = self.by_addr.get(&dst) else { continue };
+            let Some(to) = to.filter(|_| !lost) else {
+                self.free_bufs.push(b);
+                continue;
+            };
             let span = (hi - lo).as_micros() as u64;
             let delay = lo + Duration::from_micros(if span == 0 { 0 } else { self.rng.next_u64() % span });
-            self.push(self.now + delay, Ev::Deliver { to, from, data: buf[..n].into() });
+            self.push(self.now + delay, Ev::Deliver { to, from, buf: b, len: n });
         }
         let Some(node) = self.nodes[i].as_mut() else { return };
         while let Some(ev) = node.poll_event() {
             self.events.push((i, ev));
         }
-        let t = node.poll_timeout().map(|t| t.max(self.now));
-        if t != self.timers[i] {
-            self.timers[i] = t;
-            if let Some(t) = t {
-                self.push(t, Ev::Timer { node: i });
-            }
+        // A wake-up already queued no later than the node's timeout will do: the node is asked
+        // again when it fires (an early `handle_timeout` does nothing). Queueing every change
+        // would fill the queue with stale wake-ups, one per datagram.
+        if let Some(t) = node.poll_timeout().map(|t| t.max(self.now))
+            && self.timers[i].is_none_or(|s| t < s)
+        {
+            self.timers[i] = Some(t);
+            self.push(t, Ev::Timer { node: i });
         }
     }
 
     /// Runs the network until virtual time `until`.
     pub fn run_until(&mut self, until: Instant) {
-        while let Some(Reverse((at, _, slot))) = self.queue.peek().copied() {
-            if at > until {
+        let until_ns = until.saturating_duration_since(self.t0).as_nanos() as u64;
+        while let Some(&Reverse(k)) = self.queue.peek() {
+            let at_ns = (k >> 64) as u64;
+            if at_ns > until_ns {
                 break;
             }
             self.queue.pop();
+            let at = self.t0 + Duration::from_nanos(at_ns);
             self.now = self.now.max(at);
-            let Some(ev) = self.evs[slot].take() else { continue };
+            let slot = (k as usize) & ((1 << SLOT_BITS) - 1);
+            let Some(ev) = self.evs.get_mut(slot).and_then(|e| e.take()) else { continue };
             self.free_evs.push(slot);
             match ev {
-                Ev::Deliver { to, from, data } => {
+                Ev::Deliver { to, from, buf, len } => {
                     let now = self.now;
                     if let Some(n) = self.nodes[to].as_mut() {
                         self.delivered += 1;
-                        n.handle_datagram(now, from, &data);
+                        n.handle_datagram(now, from, &self.bufs[buf][..len]);
                         self.flush(to);
                     }
+                    self.free_bufs.push(buf);
                 }
                 Ev::Timer { node } => {
-                    // A timer that was re-armed since is stale.
+                    // A wake-up that an earlier one replaced is stale.
                     if self.timers[node] != Some(at) {
                         continue;
                     }
