@@ -306,13 +306,6 @@ impl Device {
         self.lan.as_mut()?.poll_beacon(buf)
     }
 
-    /// The routing table's good entries (to keep across restarts).
-    pub fn dht_snapshot(&self, out: &mut Vec<(NodeId, SocketAddr)>) {
-        if let Some(d) = &self.dht {
-            d.snapshot(out);
-        }
-    }
-
     fn unix(&self, now: Instant) -> u64 {
         self.unix0 + now.saturating_duration_since(self.now0).as_secs()
     }
@@ -355,7 +348,7 @@ impl Device {
             counters: self.endpoint.counters(),
             media: self.media_peer.map(|_| self.media.stats()),
             network: NetworkStatus {
-                dht_nodes: self.dht.as_ref().map_or(0, |d| d.table().len()),
+                dht_nodes: self.dht_nodes(),
                 dht_records: self.dht.as_ref().map_or(0, |d| d.stored_records()),
                 announced: self.announcer.iter().flat_map(|a| a.addrs()).map(|a| a.to_string()).collect(),
                 lan_discovery: self.lan.is_some(),

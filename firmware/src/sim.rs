@@ -128,6 +128,18 @@ impl SimNet {
         self.drain(node);
     }
 
+    /// How each of `node`'s calls ended, in order.
+    pub fn outcomes(&self, node: usize) -> Vec<crate::call::Outcome> {
+        self.nodes[node]
+            .events
+            .iter()
+            .filter_map(|(_, e)| match e {
+                DeviceEvent::Call(crate::call::CallEvent::Ended { outcome, .. }) => Some(*outcome),
+                _ => None,
+            })
+            .collect()
+    }
+
     pub fn id(&self, node: usize) -> DeviceId {
         self.nodes[node].device.id()
     }

@@ -1,5 +1,5 @@
 //! Call behaviour of whole devices over the deterministic simulated network, in virtual time.
-use peercom::call::{CallEvent, Outcome, Phase};
+use peercom::call::{Outcome, Phase};
 use peercom::config::CallSettings;
 use peercom::device::{Command, DeviceError, DeviceEvent};
 use peercom::sim::{SimNet, sim_addr, sim_config};
@@ -24,14 +24,7 @@ fn phase(net: &SimNet, n: usize) -> Phase {
 }
 
 fn outcomes(net: &SimNet, n: usize) -> Vec<Outcome> {
-    net.nodes[n]
-        .events
-        .iter()
-        .filter_map(|(_, e)| match e {
-            DeviceEvent::Call(CallEvent::Ended { outcome, .. }) => Some(*outcome),
-            _ => None,
-        })
-        .collect()
+    net.outcomes(n)
 }
 
 fn connect(net: &mut SimNet, a: usize, b: usize) {

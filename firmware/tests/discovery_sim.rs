@@ -28,14 +28,7 @@ fn incoming(net: &SimNet, n: usize) -> bool {
 }
 
 fn outcomes(net: &SimNet, n: usize) -> Vec<Outcome> {
-    net.nodes[n]
-        .events
-        .iter()
-        .filter_map(|(_, e)| match e {
-            DeviceEvent::Call(CallEvent::Ended { outcome, .. }) => Some(*outcome),
-            _ => None,
-        })
-        .collect()
+    net.outcomes(n)
 }
 
 fn located(net: &SimNet, n: usize, via: Via) -> usize {

@@ -1,7 +1,7 @@
 //! What a device announces about itself: its record, resealed when its addresses change and
 //! every `REPUBLISH` (records live `LIFETIME`). Near the end of a blinding period the next
 //! period's record goes out as well, so readers whose clock is already past midnight find it.
-use super::blind::{PERIOD_SECS, period_of};
+use super::blind::period_of;
 use super::record::{self, MAX_ADDRS, RecordBuf};
 use crate::identity::DeviceKey;
 use crate::util::rng::Rng;
@@ -97,14 +97,10 @@ pub fn lookup_keys(id: &crate::identity::DeviceId, unix_now: u64) -> [Option<[u8
     [key(today), today.checked_sub(1).and_then(key)]
 }
 
-/// Seconds until the next period boundary (for tests and logs).
-pub fn secs_to_next_period(unix_now: u64) -> u64 {
-    PERIOD_SECS - unix_now % PERIOD_SECS
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dht::blind::PERIOD_SECS;
     use crate::identity::DeviceKey;
 
     #[test]
