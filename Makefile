@@ -41,6 +41,9 @@ bench-smoke:
 	./target/debug/peercom bench media --seconds 3 --json > target/bench-media.json
 	cat target/bench-media.json
 	grep -q '"still_in_call":true' target/bench-media.json
+	./target/debug/peercom bench dht --nodes 300 --lookups 300 --churn 0.3 --json > target/bench-dht.json
+	cat target/bench-dht.json
+	grep -q '"success_rate":1.0' target/bench-dht.json && grep -q '"record_found_rate":1.0' target/bench-dht.json
 
 # aarch64 build with Debian's toolchain; the unit tests run under qemu-user.
 cross:
