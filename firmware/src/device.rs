@@ -602,7 +602,7 @@ impl Device {
                     }
                 }
                 DhtEvent::Published { stored_at, .. } => self.push_event(DeviceEvent::Announced { stored_at }),
-                DhtEvent::Closest { .. } => {}
+                DhtEvent::Closest { .. } | DhtEvent::Rendezvous { .. } | DhtEvent::Unheld { .. } => {}
             }
         }
         let joined = self.dht.as_ref().is_some_and(|d| !d.table().is_empty());

@@ -1,7 +1,7 @@
 //! The DHT in virtual time: whole networks in the deterministic simulator (records found,
 //! newer records replacing older ones, churn), and one node fed crafted datagrams by an
 //! attacker (forgeries, replays, floods, missing tokens, amplification, subnet limits, garbage).
-use peercom::dht::blind::period_of;
+use peercom::dht::blind::{BlindSigner, period_of};
 use peercom::dht::id::NodeId;
 use peercom::dht::message::{self, Body, Msg, Token};
 use peercom::dht::node::{DhtEvent, Node, NodeConfig};
@@ -688,4 +688,178 @@ fn old_tokens_are_not_used() {
     let (token, len) = query.expect("a query to the one peer");
     assert_eq!(token, None);
     assert!(len >= 850, "{len}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rendezvous: a device registers at the nodes storing its record; callers reach it through them.
+
+fn signer(dev: u8, unix: u64) -> BlindSigner {
+    BlindSigner::new(&DeviceKey::from_seed([dev; 32]), period_of(unix)).unwrap()
+}
+
+fn rendezvous_events(sim: &mut DhtSim) -> Vec<(usize, SocketAddr, SocketAddr, bool, Vec<u8>)> {
+    sim.take_events()
+        .into_iter()
+        .filter_map(|(n, e)| match e {
+            DhtEvent::Rendezvous { via, peer, replied, payload } => {
+                Some((n, via, peer, replied, payload.as_bytes().to_vec()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_caller_reaches_a_registered_device_through_the_nodes_that_hold_its_record() {
+    let (mut sim, _) = network(21, 150);
+    let (dev, caller) = (random_live(&mut sim), random_live(&mut sim));
+    let unix = sim.unix_now();
+    let rec = record(1, 5, unix, 7600);
+    let key = key_of(&rec);
+    sim.with_node(dev, |n, now| {
+        n.hold(key, signer(1, unix));
+        n.publish(now, &rec)
+    });
+    sim.run_for(5 * SEC);
+    let rdv: Vec<SocketAddr> = sim.node(dev).unwrap().rendezvous_nodes().collect();
+    assert_eq!(rdv.len(), peercom::dht::hold::HOLDS_PER_KEY, "the nearest nodes that stored it");
+    sim.take_events();
+
+    let lookup = sim.with_node(caller, |n, now| n.find_record(now, key)).flatten().unwrap();
+    sim.run_for(5 * SEC);
+    let holders = sim
+        .take_events()
+        .into_iter()
+        .find_map(|(n, e)| match e {
+            DhtEvent::Found { lookup: l, holders, .. } if n == caller && l == lookup => Some(holders),
+            _ => None,
+        })
+        .expect("found");
+    let holders: Vec<SocketAddr> = holders.into_iter().flatten().collect();
+    assert!(holders.iter().any(|h| rdv.contains(h)), "the lookup met a rendezvous node: {holders:?} {rdv:?}");
+
+    for h in &holders {
+        sim.with_node(caller, |n, now| n.forward(now, *h, key, b"message one"));
+    }
+    sim.run_for(SEC);
+    let got = rendezvous_events(&mut sim);
+    let at_dev: Vec<_> = got.iter().filter(|e| e.0 == dev && !e.3).collect();
+    assert!(!at_dev.is_empty(), "forwarded to the device: {got:?}");
+    for (_, via, peer, _, payload) in &at_dev {
+        assert!(rdv.contains(via));
+        assert_eq!(*peer, sim.addr(caller), "the caller's address as the rendezvous node saw it");
+        assert_eq!(payload, b"message one");
+    }
+    let (via, peer) = (at_dev[0].1, at_dev[0].2);
+    sim.with_node(dev, |n, _| n.answer_forward(via, peer, b"message two"));
+    sim.run_for(SEC);
+    let got = rendezvous_events(&mut sim);
+    assert_eq!(got, vec![(caller, via, sim.addr(dev), true, b"message two".to_vec())]);
+
+    // The registration lives as long as the device holds: five minutes later it still works,
+    // having cost the device a hold per node every 20 s.
+    let tx0 = sim.node(dev).unwrap().counters().tx;
+    sim.run_for(300 * SEC);
+    let holds = sim.node(dev).unwrap().counters().tx - tx0;
+    assert!((6 * 14..=6 * 16 + 10).contains(&holds), "{holds} datagrams in 5 min");
+    sim.with_node(caller, |n, now| n.forward(now, via, key, b"again"));
+    sim.run_for(SEC);
+    assert_eq!(rendezvous_events(&mut sim).len(), 1);
+
+    // A device that goes away stops holding; a minute later its registrations have lapsed.
+    sim.kill(dev);
+    sim.run_for(61 * SEC);
+    sim.with_node(caller, |n, now| n.forward(now, via, key, b"anyone?"));
+    sim.run_for(SEC);
+    assert!(rendezvous_events(&mut sim).is_empty());
+    assert!(sim.node(sim_index(&sim, via)).unwrap().counters().forwards_refused >= 1);
+}
+
+fn sim_index(sim: &DhtSim, addr: SocketAddr) -> usize {
+    (0..sim.len()).find(|&i| sim.addr(i) == addr).unwrap()
+}
+
+/// The rendezvous node's side, fed by hand: only the record's owner registers, only registered
+/// devices get forwards, only their callers get replies, and never more bytes than came in.
+#[test]
+fn rendezvous_forwards_only_for_signed_registrations_and_never_amplifies() {
+    let mut one = victim(NodeConfig::default());
+    let (dev_id, dev_at) = (NodeId([1; 32]), peer_addr(1));
+    let (caller_id, caller_at) = (NodeId([2; 32]), peer_addr(2));
+    let tok = one.token(dev_at, dev_id);
+    let rec = record(1, 5, UNIX_START, 7600);
+    let key = key_of(&rec);
+    assert_eq!(one.store(dev_at, dev_id, tok, rec.as_bytes()), Some(true));
+    let hold = |one: &mut One, from: SocketAddr, token: Token, sig: &[u8]| -> Option<bool> {
+        one.request(from, dev_id, Body::Hold { key, token, sig }).iter().find_map(|(_, b)| match Msg::decode(b) {
+            Ok(Msg { body: Body::Held { ok, .. }, .. }) => Some(ok),
+            _ => None,
+        })
+    };
+    let node_id = one.node.id();
+    let good_sig = signer(1, UNIX_START).sign(&message::hold_message(&node_id, &tok, &key));
+    let wrong_signer = signer(2, UNIX_START).sign(&message::hold_message(&node_id, &tok, &key));
+    let other_node = signer(1, UNIX_START).sign(&message::hold_message(&NodeId([9; 32]), &tok, &key));
+    assert_eq!(hold(&mut one, dev_at, tok, &wrong_signer), Some(false), "not the record's key");
+    assert_eq!(hold(&mut one, dev_at, tok, &other_node), Some(false), "signed for another node");
+    let thief = peer_addr(3);
+    let thief_tok = one.token(thief, NodeId([3; 32]));
+    assert_eq!(hold(&mut one, thief, tok, &good_sig), Some(false), "a hold replayed from elsewhere");
+    assert_eq!(hold(&mut one, thief, thief_tok, &good_sig), Some(false), "signed over another token");
+    let forward = Body::Forward { key, payload: &[7; 134] };
+    assert!(one.request(caller_at, caller_id, forward).is_empty(), "nobody registered yet");
+    assert_eq!(hold(&mut one, dev_at, tok, &good_sig), Some(true));
+    assert_eq!(one.node.registrations(one.now), 1);
+
+    let fwd_len = encode(&Msg { txid: 77, sender: caller_id, body: forward }).len();
+    let out = one.request(caller_at, caller_id, forward);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].0, dev_at);
+    assert!(out[0].1.len() <= fwd_len);
+    let Ok(Msg { body: Body::Forwarded { from, payload }, .. }) = Msg::decode(&out[0].1) else { panic!() };
+    assert_eq!((from, payload), (caller_at, &[7u8; 134][..]));
+
+    // Replies: to that caller only, from that device only, within what the caller sent.
+    let victim_at = peer_addr(4);
+    assert!(one.request(dev_at, dev_id, Body::Reply { to: victim_at, payload: &[1; 58] }).is_empty());
+    assert!(one.request(thief, dev_id, Body::Reply { to: caller_at, payload: &[1; 58] }).is_empty());
+    let mut sent_back = 0;
+    for _ in 0..10 {
+        for (dst, b) in one.request(dev_at, dev_id, Body::Reply { to: caller_at, payload: &[1; 100] }) {
+            assert_eq!(dst, caller_at);
+            sent_back += b.len();
+        }
+    }
+    assert!(sent_back > 0 && sent_back <= fwd_len, "{sent_back} bytes back for {fwd_len} in");
+    let c = one.node.counters();
+    assert_eq!((c.holds_accepted, c.holds_refused, c.forwards), (1, 4, 1));
+    assert!(c.replies_refused >= 2 && c.replies_relayed >= 1);
+
+    // A flood of forwards is held to the device's allowance.
+    let mut passed = 0;
+    for i in 0..200 {
+        passed += one.request(peer_addr(100 + i), caller_id, forward).len();
+    }
+    assert!(passed <= 20, "{passed} of 200 forwarded at once");
+}
+
+/// A device accepts forwarded messages only from its rendezvous nodes, and answers only from
+/// nodes it forwarded through.
+#[test]
+fn relayed_messages_from_strangers_are_dropped() {
+    let mut one = victim(NodeConfig::default());
+    let stranger = peer_addr(9);
+    let forwarded = Body::Forwarded { from: peer_addr(8), payload: &[1; 134] };
+    let replied = Body::Replied { from: peer_addr(8), payload: &[1; 58] };
+    assert!(one.request(stranger, NodeId([9; 32]), forwarded).is_empty());
+    assert!(one.request(stranger, NodeId([9; 32]), replied).is_empty());
+    assert!(std::iter::from_fn(|| one.node.poll_event()).all(|e| !matches!(e, DhtEvent::Rendezvous { .. })));
+    assert_eq!(one.node.counters().dropped_unsolicited, 2);
+    // After forwarding through it, its answer is taken.
+    one.node.forward(one.now, stranger, [1; 32], b"hi");
+    one.drain();
+    assert!(one.request(stranger, NodeId([9; 32]), replied).is_empty());
+    assert!(
+        std::iter::from_fn(|| one.node.poll_event()).any(|e| matches!(e, DhtEvent::Rendezvous { replied: true, .. }))
+    );
 }

@@ -27,19 +27,105 @@ pub struct Msg<'a> {
 /// be larger than the request, so the requester pads (`pad`) to leave room for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Body<'a> {
-    Ping { token: Option<Token>, pad: &'a [u8] },
-    FindNode { target: NodeId, token: Option<Token>, pad: &'a [u8] },
-    FindValue { key: [u8; 32], token: Option<Token>, pad: &'a [u8] },
-    Store { token: Token, record: &'a [u8] },
-    Pong { token: Token, your_addr: SocketAddr },
-    Nodes { token: Token, nodes4: &'a [u8], nodes6: &'a [u8] },
-    Value { token: Token, record: &'a [u8], nodes4: &'a [u8], nodes6: &'a [u8] },
-    Stored { ok: bool },
+    Ping {
+        token: Option<Token>,
+        pad: &'a [u8],
+    },
+    FindNode {
+        target: NodeId,
+        token: Option<Token>,
+        pad: &'a [u8],
+    },
+    FindValue {
+        key: [u8; 32],
+        token: Option<Token>,
+        pad: &'a [u8],
+    },
+    Store {
+        token: Token,
+        record: &'a [u8],
+    },
+    Pong {
+        token: Token,
+        your_addr: SocketAddr,
+    },
+    Nodes {
+        token: Token,
+        nodes4: &'a [u8],
+        nodes6: &'a [u8],
+    },
+    Value {
+        token: Token,
+        record: &'a [u8],
+        nodes4: &'a [u8],
+        nodes6: &'a [u8],
+    },
+    Stored {
+        ok: bool,
+    },
+    /// Keeps our registration for `key` at a node storing our record: forwarded handshakes
+    /// reach us there over a NAT mapping this keeps open. `sig` (64 bytes) is the record's
+    /// blinded key over `hold_message`, so only the record's owner can register.
+    Hold {
+        key: [u8; 32],
+        token: Token,
+        sig: &'a [u8],
+    },
+    Held {
+        ok: bool,
+        token: Token,
+    },
+    /// To a node holding `key`'s record: pass `payload` to the device registered for it.
+    Forward {
+        key: [u8; 32],
+        payload: &'a [u8],
+    },
+    /// From a rendezvous node: `from` sent `payload` for us.
+    Forwarded {
+        from: SocketAddr,
+        payload: &'a [u8],
+    },
+    /// From a registered device to its rendezvous node: pass `payload` back to `to`, whose
+    /// `Forward` reached us.
+    Reply {
+        to: SocketAddr,
+        payload: &'a [u8],
+    },
+    /// From a rendezvous node: the device registered at `from` answered our `Forward`.
+    Replied {
+        from: SocketAddr,
+        payload: &'a [u8],
+    },
+}
+
+const HOLD_CONTEXT: &[u8] = b"peercom hold v1";
+pub const SIG_LEN: usize = 64;
+pub const HOLD_MSG_LEN: usize = HOLD_CONTEXT.len() + 72;
+
+/// What a `Hold`'s signature covers: it names the node and its token (bound to our address), so
+/// it cannot be replayed to another node or from another address.
+pub fn hold_message(node: &NodeId, token: &Token, key: &[u8; 32]) -> [u8; HOLD_MSG_LEN] {
+    let mut m = [0u8; HOLD_MSG_LEN];
+    let (ctx, rest) = m.split_at_mut(HOLD_CONTEXT.len());
+    ctx.copy_from_slice(HOLD_CONTEXT);
+    rest[..32].copy_from_slice(&node.0);
+    rest[32..40].copy_from_slice(token);
+    rest[40..].copy_from_slice(key);
+    m
 }
 
 impl Body<'_> {
     pub fn is_request(&self) -> bool {
-        matches!(self, Body::Ping { .. } | Body::FindNode { .. } | Body::FindValue { .. } | Body::Store { .. })
+        matches!(
+            self,
+            Body::Ping { .. }
+                | Body::FindNode { .. }
+                | Body::FindValue { .. }
+                | Body::Store { .. }
+                | Body::Hold { .. }
+                | Body::Forward { .. }
+                | Body::Reply { .. }
+        )
     }
 }
 
@@ -68,6 +154,7 @@ impl<'a> Msg<'a> {
             Body::Nodes { nodes4, nodes6, .. } | Body::Value { nodes4, nodes6, .. } => {
                 nodes4.len() % NODE4_LEN == 0 && nodes6.len() % NODE6_LEN == 0
             }
+            Body::Hold { sig, .. } => sig.len() == SIG_LEN,
             _ => true,
         };
         if !lists_ok {

@@ -2,11 +2,14 @@
 //! datagrams of type 4 and timeouts; drain `poll_transmit` and `poll_event`; sleep until
 //! `poll_timeout`. Wall-clock time (record expiry) is derived from the `unix_now` given at start,
 //! so a simulation stays deterministic.
+use super::blind::{self, BlindSigner};
+use super::hold::Holds;
 use super::id::NodeId;
 use super::lookup::{Kind, Lookup};
 use super::message::{self, Body, MAX_NODES, Msg, NODE6_LEN, Token};
 use super::ratelimit::RateLimiter;
 use super::record::{self, RecordBuf};
+use super::rendezvous::{Rendezvous, RendezvousConfig};
 use super::routing::{Entry, Insert, K, RoutingTable};
 use super::store::{Store, StoreResult};
 use super::token::Tokens;
@@ -48,6 +51,7 @@ pub struct NodeConfig {
     pub value_quorum: u32,
     /// Housekeeping interval.
     pub tick: Duration,
+    pub rendezvous: RendezvousConfig,
 }
 
 impl Default for NodeConfig {
@@ -71,6 +75,7 @@ impl Default for NodeConfig {
             token_every: Duration::from_secs(10 * 60),
             value_quorum: 3,
             tick: Duration::from_secs(30),
+            rendezvous: RendezvousConfig::default(),
         }
     }
 }
@@ -91,6 +96,8 @@ pub enum DhtEvent {
         key: [u8; 32],
         record: RecordBuf,
         stats: LookupStats,
+        /// Nodes that returned this record: the device's rendezvous nodes, if it is online.
+        holders: [Option<SocketAddr>; MAX_HOLDERS],
     },
     NotFound {
         lookup: u32,
@@ -115,6 +122,42 @@ pub enum DhtEvent {
         addr: SocketAddr,
         reporter: SocketAddr,
     },
+    /// Through rendezvous node `via`: a caller at `peer` forwarded `payload` to us, or (`replied`)
+    /// the device at `peer` answered our forward.
+    Rendezvous {
+        via: SocketAddr,
+        peer: SocketAddr,
+        replied: bool,
+        payload: Relayed,
+    },
+    /// No rendezvous node holds our registration for `key` any more: publish again.
+    Unheld {
+        key: [u8; 32],
+    },
+}
+
+pub const MAX_HOLDERS: usize = 4;
+
+/// The largest payload rendezvous nodes pass on (a handshake message and then some).
+pub const MAX_RELAYED: usize = 256;
+
+/// A relayed payload, inline (events are fixed-size).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Relayed {
+    len: u16,
+    bytes: [u8; MAX_RELAYED],
+}
+
+impl Relayed {
+    pub fn from_slice(b: &[u8]) -> Option<Self> {
+        let mut bytes = [0u8; MAX_RELAYED];
+        bytes.get_mut(..b.len())?.copy_from_slice(b);
+        Some(Relayed { len: b.len() as u16, bytes })
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
@@ -138,6 +181,15 @@ pub struct DhtCounters {
     pub records_invalid: u64,
     pub timeouts: u64,
     pub lookups_refused: u64,
+    /// Rendezvous, as a node: registrations accepted and refused, handshakes passed on to
+    /// registered devices and answers passed back, and those refused (unknown key, over the
+    /// allowance, or a reply nobody asked for).
+    pub holds_accepted: u64,
+    pub holds_refused: u64,
+    pub forwards: u64,
+    pub forwards_refused: u64,
+    pub replies_relayed: u64,
+    pub replies_refused: u64,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -149,6 +201,7 @@ enum What {
         lid: u32,
     },
     Store,
+    Hold,
 }
 
 #[derive(Clone, Copy)]
@@ -177,6 +230,8 @@ struct LookupSlot {
     owner: Owner,
     /// Publish: the record to store. Value: the newest valid record found so far.
     record: Option<(u64, RecordBuf)>,
+    /// Value: the nodes that returned the newest record.
+    holders: [Option<SocketAddr>; MAX_HOLDERS],
 }
 
 /// Outgoing datagrams, encoded straight into one buffer allocated at start-up and stored back
@@ -278,7 +333,15 @@ pub struct Node {
     /// An internal lookup ended: start the next due bucket refresh after this input.
     refresh_soon: bool,
     counters: DhtCounters,
+    rdv: Rendezvous,
+    holds: Holds,
+    /// Rendezvous nodes we sent a `Forward` to lately: only they may relay an answer to us.
+    forwarded_via: [Option<(SocketAddr, Instant)>; FORWARDED_VIA],
 }
+
+const FORWARDED_VIA: usize = 16;
+/// How long an answer to a `Forward` is accepted.
+const FORWARD_ANSWER: Duration = Duration::from_secs(10);
 
 impl Node {
     pub fn new(id: NodeId, cfg: NodeConfig, mut rng: Rng, now: Instant, unix_now: u64) -> Self {
@@ -304,6 +367,9 @@ impl Node {
             joined: false,
             refresh_soon: false,
             counters: DhtCounters::default(),
+            rdv: Rendezvous::new(cfg.rendezvous),
+            holds: Holds::default(),
+            forwarded_via: [None; FORWARDED_VIA],
             rng,
             cfg,
         }
@@ -383,6 +449,49 @@ impl Node {
         self.start(now, NodeId(key), Kind::Publish, Owner::User, Some((seq, *rec)))
     }
 
+    /// Registers us for `key` at the nodes that accept our record for it (`publish`), with
+    /// holds signed by `signer`, the record's blinded key.
+    pub fn hold(&mut self, key: [u8; 32], signer: BlindSigner) {
+        self.holds.set_signer(key, signer);
+    }
+
+    /// Our rendezvous nodes.
+    pub fn rendezvous_nodes(&self) -> impl Iterator<Item = SocketAddr> + '_ {
+        self.holds.active().map(|t| t.addr)
+    }
+
+    /// Live registrations we hold for others.
+    pub fn registrations(&self, now: Instant) -> usize {
+        self.rdv.len(now)
+    }
+
+    /// Asks rendezvous node `via` (it returned `key`'s record) to pass `payload` to the device
+    /// registered there. The message is as large as the reply it may bring back.
+    pub fn forward(&mut self, now: Instant, via: SocketAddr, key: [u8; 32], payload: &[u8]) {
+        if payload.len() > MAX_RELAYED {
+            return;
+        }
+        let slot = match self.forwarded_via.iter().position(|f| f.is_some_and(|(a, _)| a == via)) {
+            Some(i) => i,
+            None => {
+                self.forwarded_via.rotate_right(1);
+                0
+            }
+        };
+        self.forwarded_via[slot] = Some((via, now));
+        let msg = Msg { txid: self.rng.next_u32(), sender: self.id, body: Body::Forward { key, payload } };
+        self.send(via, &msg, MAX_DATAGRAM);
+    }
+
+    /// Answers a caller whose `Forward` came through our rendezvous node `via`.
+    pub fn answer_forward(&mut self, via: SocketAddr, to: SocketAddr, payload: &[u8]) {
+        if payload.len() > MAX_RELAYED || !self.holds.is_rendezvous(&via) {
+            return;
+        }
+        let msg = Msg { txid: self.rng.next_u32(), sender: self.id, body: Body::Reply { to, payload } };
+        self.send(via, &msg, MAX_DATAGRAM);
+    }
+
     fn start(
         &mut self,
         now: Instant,
@@ -405,7 +514,7 @@ impl Node {
         self.table.looked_up(&target, now);
         let id = self.next_lookup;
         self.next_lookup = self.next_lookup.wrapping_add(1).max(1);
-        self.lookups[slot] = Some(LookupSlot { lookup, id, owner, record });
+        self.lookups[slot] = Some(LookupSlot { lookup, id, owner, record, holders: [None; MAX_HOLDERS] });
         self.advance(now, slot);
         Some(id)
     }
@@ -420,7 +529,7 @@ impl Node {
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let p = self.pending.iter().map(|p| p.deadline).min();
+        let p = self.pending.iter().map(|p| p.deadline).chain(self.holds.poll_timeout()).min();
         Some(p.map_or(self.next_tick, |p| p.min(self.next_tick)))
     }
 
@@ -442,6 +551,7 @@ impl Node {
             self.pending.swap_remove(i);
             self.counters.timeouts += 1;
             match (p.id, p.what) {
+                (_, What::Hold) => self.hold_lost(p.dst),
                 // A liveness check gets every retry: unanswered, the node is gone, and a
                 // newcomer waiting in the replacement cache takes its place.
                 (Some(id), What::Ping) => self.table.gone(&id),
@@ -458,11 +568,35 @@ impl Node {
                 self.advance(now, slot);
             }
         }
+        while let Some(t) = self.holds.due(now) {
+            self.send_hold(now, t.key, t.id, t.addr, t.token);
+        }
         if now >= self.next_tick {
             self.next_tick = now + self.cfg.tick;
             self.housekeeping(now);
         }
         self.after_input(now);
+    }
+
+    fn send_hold(&mut self, now: Instant, key: [u8; 32], id: NodeId, to: SocketAddr, token: Token) {
+        let Some(signer) = self.holds.signer(&key) else {
+            self.hold_lost(to);
+            return;
+        };
+        let sig = signer.sign(&message::hold_message(&id, &token, &key));
+        let txid = self.rng.next_u32();
+        let msg = Msg { txid, sender: self.id, body: Body::Hold { key, token, sig: &sig } };
+        if self.send(to, &msg, MAX_DATAGRAM) == Sent::Queued && self.pending.len() < self.cfg.max_pending {
+            let deadline = now + self.cfg.query_timeout;
+            let (retries, what) = (self.cfg.retries, What::Hold);
+            self.pending.push(Pending { txid, dst: to, id: Some(id), deadline, retries, what });
+        }
+    }
+
+    fn hold_lost(&mut self, addr: SocketAddr) {
+        for key in self.holds.lost(addr).into_iter().flatten() {
+            self.push_event(DhtEvent::Unheld { key });
+        }
     }
 
     /// The token `e` gave us, while it is surely still valid: a token lives one to two of the
@@ -550,6 +684,10 @@ impl Node {
             self.counters.dropped_malformed += 1;
             return;
         }
+        if let Body::Forwarded { from: peer, payload } | Body::Replied { from: peer, payload } = msg.body {
+            self.on_relayed(now, from, peer, matches!(msg.body, Body::Replied { .. }), payload);
+            return;
+        }
         if msg.body.is_request() {
             if !self.limiter.allow(now, from.ip()) {
                 self.counters.dropped_rate += 1;
@@ -561,10 +699,24 @@ impl Node {
         }
     }
 
+    /// A handshake forwarded to us by one of our rendezvous nodes, or an answer to our forward
+    /// from a node we forwarded through; anything else is unsolicited.
+    fn on_relayed(&mut self, now: Instant, via: SocketAddr, peer: SocketAddr, replied: bool, payload: &[u8]) {
+        let expected = if replied {
+            self.forwarded_via.iter().flatten().any(|(a, t)| *a == via && now < *t + FORWARD_ANSWER)
+        } else {
+            self.holds.is_rendezvous(&via)
+        };
+        match Relayed::from_slice(payload) {
+            Some(payload) if expected => self.push_event(DhtEvent::Rendezvous { via, peer, replied, payload }),
+            _ => self.counters.dropped_unsolicited += 1,
+        }
+    }
+
     fn on_request(&mut self, now: Instant, from: SocketAddr, req_len: usize, msg: &Msg<'_>) {
         let token = match msg.body {
             Body::Ping { token, .. } | Body::FindNode { token, .. } | Body::FindValue { token, .. } => token,
-            Body::Store { token, .. } => Some(token),
+            Body::Store { token, .. } | Body::Hold { token, .. } => Some(token),
             _ => None,
         };
         let proven = token.is_some_and(|t| self.tokens.valid(&from, &t));
@@ -618,8 +770,44 @@ impl Node {
                 };
                 self.reply(from, msg.txid, Body::Stored { ok }, budget);
             }
+            Body::Hold { key, sig, .. } => {
+                let ok = proven && self.check_hold(now, &key, token, sig);
+                if ok && self.rdv.register(now, key, from) {
+                    self.counters.holds_accepted += 1;
+                } else {
+                    self.counters.holds_refused += 1;
+                }
+                let body = Body::Held { ok, token: self.tokens.mint(&from) };
+                self.reply(from, msg.txid, body, budget);
+            }
+            Body::Forward { key, payload } => match self.rdv.forward(now, &key, from, req_len) {
+                Some(holder) => {
+                    self.counters.forwards += 1;
+                    let body = Body::Forwarded { from, payload };
+                    // Smaller than the request: an address in place of the 32-byte key.
+                    self.send(holder, &Msg { txid: msg.txid, sender: self.id, body }, req_len);
+                }
+                None => self.counters.forwards_refused += 1,
+            },
+            Body::Reply { to, payload } => {
+                if self.rdv.reply(now, from, to, req_len) {
+                    self.counters.replies_relayed += 1;
+                    let body = Body::Replied { from, payload };
+                    self.send(to, &Msg { txid: msg.txid, sender: self.id, body }, req_len);
+                } else {
+                    self.counters.replies_refused += 1;
+                }
+            }
             _ => {}
         }
+    }
+
+    /// A hold must be signed by the blinded key of the record we store under `key`.
+    fn check_hold(&self, now: Instant, key: &[u8; 32], token: Option<Token>, sig: &[u8]) -> bool {
+        let (Some(token), Ok(sig)) = (token, <[u8; message::SIG_LEN]>::try_from(sig)) else { return false };
+        let Some(rec) = self.store.get(&NodeId(*key), self.unix(now)) else { return false };
+        let Ok(view) = record::parse(rec.as_bytes()) else { return false };
+        blind::verify(&view.blinded, &message::hold_message(&self.id, &token, key), &sig)
     }
 
     /// Answers with the nodes nearest `target` (and, for a value query, the record if we hold
@@ -674,6 +862,16 @@ impl Node {
             return;
         };
         let p = self.pending.swap_remove(pi);
+        match (p.what, msg.body) {
+            (What::Store, Body::Stored { ok: true }) if self.holds.accepted(now, from) => {
+                while let Some(t) = self.holds.due(now) {
+                    self.send_hold(now, t.key, t.id, t.addr, t.token);
+                }
+            }
+            (What::Hold, Body::Held { ok: true, token }) => self.holds.held(now, from, token),
+            (What::Hold, _) => self.hold_lost(from),
+            _ => {}
+        }
         // It answered at the address we asked: that proves the address.
         if self.add_verified(now, msg.sender, from) != Insert::Refused
             && let Some(tok) = reply_token(&msg.body)
@@ -709,6 +907,9 @@ impl Node {
             if l.record.as_ref().is_some_and(|(_, b)| b.as_bytes() == bytes) {
                 // The copy we already checked: no second signature check.
                 got_value = true;
+                if let Some(h) = l.holders.iter_mut().find(|h| h.is_none()) {
+                    *h = Some(from);
+                }
             } else {
                 match record::check(bytes, unix) {
                     Ok(v) if v.key() == l.lookup.target.0 => {
@@ -717,6 +918,8 @@ impl Node {
                             && let Some(buf) = RecordBuf::from_slice(bytes)
                         {
                             l.record = Some((v.seq, buf));
+                            l.holders = [None; MAX_HOLDERS];
+                            l.holders[0] = Some(from);
                         }
                     }
                     // A forgery, an expired copy or one for another key: ignored, the lookup goes on.
@@ -769,7 +972,7 @@ impl Node {
         match l.lookup.kind {
             Kind::Value => {
                 let ev = match l.record {
-                    Some((_, record)) => DhtEvent::Found { lookup: l.id, key, record, stats },
+                    Some((_, record)) => DhtEvent::Found { lookup: l.id, key, record, stats, holders: l.holders },
                     None => DhtEvent::NotFound { lookup: l.id, key, stats },
                 };
                 self.push_event(ev);
@@ -798,6 +1001,12 @@ impl Node {
                         }
                         t
                     };
+                    let until = now + 2 * self.cfg.query_timeout;
+                    for (rank, c) in l.lookup.closest_done().enumerate() {
+                        if let Some(tok) = c.token {
+                            self.holds.offer(until, key, c.id, c.addr, tok, rank as u8);
+                        }
+                    }
                     for (addr, token) in targets.into_iter().flatten() {
                         let txid = self.rng.next_u32();
                         let msg = Msg { txid, sender: self.id, body: Body::Store { token, record: rec.as_bytes() } };
@@ -882,6 +1091,16 @@ impl Node {
                 self.send_query(p.dst, p.txid, target, kind, None);
                 // The stalled query no longer holds a slot: ask the next candidate meanwhile.
                 self.advance(now, slot);
+            }
+            What::Hold => {
+                let t = self.holds.active().find(|t| t.addr == p.dst).copied();
+                if let Some(t) = t
+                    && let Some(signer) = self.holds.signer(&t.key)
+                {
+                    let sig = signer.sign(&message::hold_message(&t.id, &t.token, &t.key));
+                    let body = Body::Hold { key: t.key, token: t.token, sig: &sig };
+                    self.send(p.dst, &Msg { txid: p.txid, sender: self.id, body }, MAX_DATAGRAM);
+                }
             }
             What::Store => {}
         }
