@@ -6,13 +6,14 @@ use crate::config::{Config, Contact};
 use crate::dht::announce::{self, Announcer};
 use crate::dht::id::NodeId;
 use crate::dht::message::PACKET_TYPE as DHT_PACKET;
-use crate::dht::node::{DhtCounters, DhtEvent, Node, NodeConfig};
+use crate::dht::node::{DhtCounters, DhtEvent, MAX_HOLDERS, Node, NodeConfig};
 use crate::dht::record::{self, MAX_ADDRS, RecordBuf};
 use crate::identity::{DeviceId, DeviceKey};
 use crate::lan::{LanConfig, LanDiscovery, LanEvent};
 use crate::media::session::{MediaConfig, MediaSession, MediaStats};
 use crate::session::{Counters, Endpoint, EndpointConfig, MAX_PLAINTEXT, SessionEvent};
 use crate::util::rng::Rng;
+use crate::wire::PacketType;
 use serde::Serialize;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -25,6 +26,10 @@ const LAN_FRESH: Duration = Duration::from_secs(60);
 const DHT_FRESH: Duration = Duration::from_secs(120);
 const MAX_RESOLVING: usize = 16;
 const MAX_REFLEXIVE: usize = 4;
+/// The first resend of a handshake through rendezvous nodes; the gap then doubles, up to 1 s.
+const PUNCH_RETRY: Duration = Duration::from_millis(250);
+/// How long a handshake keeps going through rendezvous nodes.
+const PUNCH_FOR: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Command {
@@ -148,6 +153,19 @@ struct Whereabouts {
     wanted: bool,
 }
 
+/// A handshake that also goes through the rendezvous nodes holding the callee's record: they
+/// pass it over the NAT mapping the callee keeps open to them, and the callee's answer, sent
+/// straight to our address as they saw it, opens its NAT towards us (hole punching).
+#[derive(Debug, Clone, Copy)]
+struct Punch {
+    device: DeviceId,
+    key: [u8; 32],
+    via: [Option<SocketAddr>; MAX_HOLDERS],
+    next: Instant,
+    gap: Duration,
+    until: Instant,
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Resolving {
     lookup: u32,
@@ -180,6 +198,7 @@ pub struct Device {
     announcer: Option<Announcer>,
     whereabouts: Vec<Whereabouts>,
     resolving: Vec<Resolving>,
+    punches: Vec<Punch>,
     reflexive: [Option<SocketAddr>; MAX_REFLEXIVE],
     local: Option<SocketAddr>,
     /// Wall-clock seconds at `now0` (records carry wall-clock expiry times).
@@ -239,6 +258,7 @@ impl Device {
             announcer: None,
             whereabouts,
             resolving: Vec::with_capacity(MAX_RESOLVING),
+            punches: Vec::with_capacity(MAX_RESOLVING),
             reflexive: [None; MAX_REFLEXIVE],
             local: None,
             unix0: 0,
@@ -313,6 +333,11 @@ impl Device {
     /// The current call's media transport, while a call is up.
     pub fn media(&mut self) -> Option<&mut MediaSession> {
         self.media_peer.is_some().then_some(&mut self.media)
+    }
+
+    /// The address the session to contact device `peer` uses.
+    pub fn path_to(&self, peer: &DeviceId) -> Option<SocketAddr> {
+        self.endpoint.peer_addr(peer)
     }
 
     pub fn in_call_with(&self) -> Option<DeviceId> {
@@ -402,6 +427,7 @@ impl Device {
                 if let Some(l) = self.lan.as_mut() {
                     l.handle_timeout(now);
                 }
+                self.punch_timeout(now);
                 Ok(())
             }
         };
@@ -437,7 +463,11 @@ impl Device {
         let lan = self.lan.as_ref().and_then(|l| l.poll_timeout());
         let joined = self.dht.as_ref().is_some_and(|d| !d.table().is_empty());
         let announce = self.announcer.as_ref().filter(|_| joined).and_then(|a| a.poll_timeout());
-        [self.endpoint.poll_timeout(), self.call.poll_timeout(), media, dht, lan, announce].into_iter().flatten().min()
+        let punch = self.punches.iter().map(|p| p.next).min();
+        [self.endpoint.poll_timeout(), self.call.poll_timeout(), media, dht, lan, announce, punch]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     fn command(&mut self, now: Instant, cmd: Command) -> Result<(), DeviceError> {
@@ -592,8 +622,19 @@ impl Device {
         while let Some(ev) = self.dht.as_mut().and_then(|d| d.poll_event()) {
             progressed = true;
             match ev {
-                DhtEvent::Found { lookup, record, .. } => self.on_record(now, lookup, Some(&record)),
+                DhtEvent::Found { lookup, record, key, holders, .. } => {
+                    self.on_record(now, lookup, Some(&record));
+                    self.punch(now, key, holders);
+                }
                 DhtEvent::NotFound { lookup, .. } => self.on_record(now, lookup, None),
+                DhtEvent::Rendezvous { via, peer, replied, payload } => {
+                    self.on_rendezvous(now, via, peer, replied, payload.as_bytes())
+                }
+                DhtEvent::Unheld { .. } => {
+                    if let Some(a) = self.announcer.as_mut() {
+                        a.republish(now);
+                    }
+                }
                 DhtEvent::Reflexive { addr, .. } => {
                     if !self.reflexive.contains(&Some(addr)) {
                         self.reflexive.rotate_right(1);
@@ -602,7 +643,7 @@ impl Device {
                     }
                 }
                 DhtEvent::Published { stored_at, .. } => self.push_event(DeviceEvent::Announced { stored_at }),
-                DhtEvent::Closest { .. } | DhtEvent::Rendezvous { .. } | DhtEvent::Unheld { .. } => {}
+                DhtEvent::Closest { .. } => {}
             }
         }
         let joined = self.dht.as_ref().is_some_and(|d| !d.table().is_empty());
@@ -611,13 +652,91 @@ impl Device {
             let mut recs = [RecordBuf::default(); 2];
             let n = self.announcer.as_mut().map_or(0, |a| a.poll(now, unix, &mut recs));
             for r in &recs[..n] {
+                let Ok(key) = record::parse(r.as_bytes()).map(|v| v.key()) else { continue };
+                let signer = self.announcer.as_ref().and_then(|a| a.signer(&key, unix));
                 if let Some(d) = self.dht.as_mut() {
+                    if let Some(signer) = signer {
+                        d.hold(key, signer);
+                    }
                     d.publish(now, r);
                 }
             }
             progressed |= n > 0;
         }
         progressed
+    }
+
+    /// `key`'s record was found at `holders`: if a handshake to its device is under way, send it
+    /// through them too.
+    fn punch(&mut self, now: Instant, key: [u8; 32], holders: [Option<SocketAddr>; MAX_HOLDERS]) {
+        let unix = self.unix(now);
+        let Some(w) =
+            self.whereabouts.iter().find(|w| w.wanted && announce::lookup_keys(&w.id, unix).contains(&Some(key)))
+        else {
+            return;
+        };
+        let device = w.id;
+        if holders[0].is_none() || !self.endpoint.is_connecting(&device) {
+            return;
+        }
+        self.punches.retain(|p| p.device != device);
+        if self.punches.len() == MAX_RESOLVING {
+            return;
+        }
+        let p = Punch { device, key, via: holders, next: now, gap: PUNCH_RETRY, until: now + PUNCH_FOR };
+        self.punches.push(p);
+        self.punch_timeout(now);
+    }
+
+    /// Sends (again) the handshakes due through rendezvous nodes; drops those that are done.
+    fn punch_timeout(&mut self, now: Instant) {
+        let mut i = 0;
+        while i < self.punches.len() {
+            let p = self.punches[i];
+            let Some(init) = self.endpoint.init_packet(&p.device).filter(|_| now < p.until) else {
+                self.punches.swap_remove(i);
+                continue;
+            };
+            if now >= p.next {
+                let mut buf = [0u8; crate::dht::node::MAX_RELAYED];
+                let n = init.len().min(buf.len());
+                buf[..n].copy_from_slice(&init[..n]);
+                if let Some(d) = self.dht.as_mut() {
+                    for via in p.via.into_iter().flatten() {
+                        d.forward(now, via, p.key, &buf[..n]);
+                    }
+                }
+                let gap = (p.gap * 2).min(Duration::from_secs(1));
+                self.punches[i].next = now + p.gap;
+                self.punches[i].gap = gap;
+            }
+            i += 1;
+        }
+    }
+
+    /// A handshake that came through a rendezvous node, or its answer. Message 1 is answered
+    /// straight to the caller's address (which opens our NAT towards it) and back through the
+    /// node (which reaches the caller even when its NAT does not let the first one in).
+    fn on_rendezvous(&mut self, now: Instant, via: SocketAddr, peer: SocketAddr, replied: bool, payload: &[u8]) {
+        let expected = if replied { PacketType::HandshakeResp } else { PacketType::HandshakeInit };
+        if payload.first() != Some(&(expected as u8)) {
+            return;
+        }
+        self.endpoint.handle_datagram(now, peer, payload);
+        if replied {
+            return;
+        }
+        let mut buf = [0u8; crate::dht::node::MAX_RELAYED];
+        let Some(n) = self.endpoint.reply_to(payload).and_then(|r| {
+            let dst = buf.get_mut(..r.len())?;
+            dst.copy_from_slice(r);
+            Some(r.len())
+        }) else {
+            return;
+        };
+        if let Some(d) = self.dht.as_mut() {
+            d.answer_forward(via, peer, &buf[..n]);
+        }
     }
 
     fn on_record(&mut self, now: Instant, lookup: u32, rec: Option<&RecordBuf>) {

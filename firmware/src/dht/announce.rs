@@ -51,6 +51,22 @@ impl Announcer {
         self.addrs[0].is_some() && (self.changed || self.next.is_none_or(|t| now >= t))
     }
 
+    /// The signer of our record stored under `key` (one of the periods around `unix_now`), for
+    /// the holds that register us at the nodes storing it.
+    pub fn signer(&self, key: &[u8; 32], unix_now: u64) -> Option<super::blind::BlindSigner> {
+        let today = period_of(unix_now);
+        [today, today + 1, today.saturating_sub(1)].into_iter().find_map(|p| {
+            let s = super::blind::BlindSigner::new(&self.key, p)?;
+            (super::blind::dht_key(&s.public()) == *key).then_some(s)
+        })
+    }
+
+    /// Publish again at the next poll (our rendezvous nodes are gone: new ones are needed).
+    pub fn republish(&mut self, now: Instant) {
+        self.changed = true;
+        self.next = Some(self.next.map_or(now, |t| t.min(now)));
+    }
+
     /// The records to publish now (one, or two near the end of a period); 0 when none is due.
     pub fn poll(&mut self, now: Instant, unix_now: u64, out: &mut [RecordBuf; 2]) -> usize {
         if !self.due(now) {

@@ -184,6 +184,11 @@ impl Endpoint {
         self.best(peer).is_some()
     }
 
+    /// Where the session to `peer` sends now (it follows the peer when it roams).
+    pub fn peer_addr(&self, peer: &DeviceId) -> Option<SocketAddr> {
+        self.best(peer).and_then(|i| self.slots[i].as_ref()).map(|s| s.addr)
+    }
+
     /// When anything was last heard from `peer` on any session.
     pub fn last_rx(&self, peer: &DeviceId) -> Option<Instant> {
         self.slots.iter().flatten().filter(|s| s.peer == *peer).map(|s| s.last_rx).max()
@@ -252,6 +257,25 @@ impl Endpoint {
         let (hs, n) = handshake::initiate(&self.key, &peer, &mut packet[off..]).ok()?;
         debug_assert_eq!(off + n, INIT_LEN);
         Some((local_idx, State::Initiating { hs, packet, next_retry, gap }))
+    }
+
+    /// Message 1 of the handshake under way to `peer` (to send through a rendezvous node too).
+    pub fn init_packet(&self, peer: &DeviceId) -> Option<&[u8]> {
+        self.slots.iter().flatten().find(|s| s.peer == *peer).and_then(|s| match &s.state {
+            State::Initiating { packet, .. } => Some(&packet[..]),
+            _ => None,
+        })
+    }
+
+    /// Our reply to message 1 `init`, once `handle_datagram` has answered it (to send back
+    /// through the rendezvous node it came by, as well as straight to the caller).
+    pub fn reply_to(&self, init: &[u8]) -> Option<&[u8]> {
+        let Ok(Packet::HandshakeInit { sender, noise }) = Packet::decode(init) else { return None };
+        let eph = noise.get(..32)?;
+        self.slots.iter().flatten().find_map(|s| match &s.state {
+            State::Established { resp: Some((e, r)), .. } if e == eph && s.remote_idx == sender => Some(&r[..]),
+            _ => None,
+        })
     }
 
     /// Encrypts and queues `msg` on the best session to `peer`; false if there is none.

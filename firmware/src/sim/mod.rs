@@ -1,14 +1,18 @@
 //! A deterministic network simulator: many device cores exchange datagrams in virtual time, with
-//! configurable latency and loss. Same seed, same run — any failure replays exactly.
+//! configurable latency and loss, and home routers doing NAT (`nat`). Same seed, same run —
+//! any failure replays exactly.
+pub mod nat;
+
 use crate::config::{CallSettings, Config, Contact, ContactDevice, MediaSettings};
 use crate::device::{Command, Device, DeviceError, DeviceEvent, Input};
 use crate::identity::{DeviceId, DeviceKey};
 use crate::session::EndpointConfig;
 use crate::util::rng::Rng;
 use crate::wire::MAX_DATAGRAM;
+use nat::{Nat, NatKind};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -27,6 +31,8 @@ pub struct SimNode {
     pub device: Device,
     pub events: Vec<(Duration, DeviceEvent)>,
     pub online: bool,
+    /// The NAT (index into `SimNet::nats`) this node sits behind; None: a public address.
+    pub behind: Option<usize>,
 }
 
 /// A datagram as it crossed the simulated wire.
@@ -52,6 +58,7 @@ pub struct SimNet {
     pub record: bool,
     /// Everything sent in this window of elapsed time is lost (a burst loss).
     pub blackout: Option<(Duration, Duration)>,
+    pub nats: Vec<Nat>,
     inflight: BinaryHeap<InFlight>,
     seq: u64,
     rng: Rng,
@@ -104,6 +111,7 @@ impl SimNet {
             wire: Vec::new(),
             record: true,
             blackout: None,
+            nats: Vec::new(),
             inflight: BinaryHeap::new(),
             seq: 0,
             rng: Rng::seeded(seed),
@@ -113,8 +121,55 @@ impl SimNet {
     /// Adds device `n` (its key and address derive from `n`); returns its node index.
     pub fn add(&mut self, n: u8, config: &Config) -> usize {
         let dev = Device::new(config, key(n), EndpointConfig::default(), Rng::seeded(self.rng.next_u64()));
-        self.nodes.push(SimNode { addr: sim_addr(n), device: dev, events: Vec::new(), online: true });
+        self.nodes.push(SimNode { addr: sim_addr(n), device: dev, events: Vec::new(), online: true, behind: None });
         self.nodes.len() - 1
+    }
+
+    /// A home router of `kind`; its public address is 198.18.0.(11 + its index).
+    pub fn add_nat(&mut self, kind: NatKind) -> usize {
+        let k = self.nats.len();
+        self.nats.push(Nat::new(Ipv4Addr::new(198, 18, 0, 11 + k as u8), kind, self.rng.next_u64()));
+        k
+    }
+
+    /// Adds device `n` on the LAN of NAT `nat`, at 192.168.(nat + 1).n:7600.
+    pub fn add_behind(&mut self, n: u8, config: &Config, nat: usize) -> usize {
+        let i = self.add(n, config);
+        self.nodes[i].addr = SocketAddr::from(([192, 168, nat as u8 + 1, n], 7600));
+        self.nodes[i].behind = Some(nat);
+        i
+    }
+
+    fn lan_of(addr: &SocketAddr) -> Option<usize> {
+        match addr.ip() {
+            IpAddr::V4(ip) if ip.octets()[..2] == [192, 168] => Some(usize::from(ip.octets()[2]) - 1),
+            _ => None,
+        }
+    }
+
+    /// What a datagram from node `i` to `to` looks like on the wire it reaches: its source after
+    /// NAT; None if it goes nowhere (a private address elsewhere, or no hairpinning).
+    fn route_out(&mut self, i: usize, to: SocketAddr) -> Option<SocketAddr> {
+        let from = self.nodes[i].addr;
+        let Some(k) = self.nodes[i].behind else {
+            return Self::lan_of(&to).is_none().then_some(from);
+        };
+        if Self::lan_of(&to) == Some(k) {
+            return Some(from);
+        }
+        if Self::lan_of(&to).is_some() || (to.ip() == IpAddr::V4(self.nats[k].public) && !self.nats[k].hairpin) {
+            return None;
+        }
+        Some(self.nats[k].outbound(self.now, from, to))
+    }
+
+    /// The node a datagram from `from` to `to` reaches, through the NAT it arrives at.
+    fn route_in(&mut self, from: SocketAddr, to: SocketAddr) -> Option<usize> {
+        let to = match self.nats.iter().position(|n| IpAddr::V4(n.public) == to.ip()) {
+            Some(k) => self.nats[k].inbound(self.now, from, to.port())?,
+            None => to,
+        };
+        self.nodes.iter().position(|n| n.addr == to && n.online)
     }
 
     /// Starts device `n`'s DHT (through the devices `bootstrap`) and, if its config allows, LAN
@@ -189,7 +244,7 @@ impl SimNet {
             assert!(stuck.1 < 1_000_000, "livelock: a timer stays due at {:?}", self.now - self.start);
             if next_packet == Some(next) {
                 let Some(Reverse((_, _, from, to, bytes))) = self.inflight.pop() else { break };
-                if let Some(i) = self.nodes.iter().position(|n| n.addr == to && n.online) {
+                if let Some(i) = self.route_in(from, to) {
                     let now = self.now;
                     let input = match bytes.split_first() {
                         Some((&BEACON_MARK, b)) => Input::Beacon { from, bytes: b },
@@ -211,7 +266,7 @@ impl SimNet {
         let mut buf = [0u8; MAX_DATAGRAM];
         let at = self.elapsed();
         while let Some((to, n)) = self.nodes[i].device.poll_transmit(&mut buf) {
-            let from = self.nodes[i].addr;
+            let Some(from) = self.route_out(i, to) else { continue };
             let bytes = buf[..n].to_vec();
             if self.record {
                 self.wire.push(Sent { at, from, to, bytes: bytes.clone() });
@@ -228,7 +283,8 @@ impl SimNet {
         while let Some(n) = self.nodes[i].device.poll_beacon(&mut buf) {
             let from = self.nodes[i].addr;
             for j in 0..self.nodes.len() {
-                if j != i && self.nodes[j].online {
+                // Multicast stays on its LAN (public nodes count as one LAN).
+                if j != i && self.nodes[j].online && self.nodes[j].behind == self.nodes[i].behind {
                     self.seq += 1;
                     let to = self.nodes[j].addr;
                     self.inflight.push(Reverse((self.now + self.latency, self.seq, from, to, beacon(&buf[..n]))));

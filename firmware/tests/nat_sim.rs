@@ -1,0 +1,140 @@
+//! Calls between homes behind NAT routers, in the deterministic simulator: the devices' configs
+//! hold keys only; they find each other through a DHT of public nodes and punch through their
+//! NATs with the handshake forwarded by the rendezvous nodes holding the callee's record.
+use peercom::call::{CallEvent, Phase};
+use peercom::config::{CallSettings, Config, DEFAULT_LAN_GROUP};
+use peercom::device::{Command, DeviceEvent};
+use peercom::sim::nat::NatKind;
+use peercom::sim::{SimNet, sim_config};
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+const MS: Duration = Duration::from_millis(1);
+
+fn keys_only(n: u8, name: &str, contacts: &[(&str, Option<u8>, &[u8])], lan: bool) -> Config {
+    let call = CallSettings { auto_answer: true, ..Default::default() };
+    let mut c = sim_config(n, name, contacts, call);
+    for d in c.contacts.iter_mut().flat_map(|c| c.devices.iter_mut()) {
+        d.addr = None;
+    }
+    c.lan_group = lan.then_some(DEFAULT_LAN_GROUP);
+    c
+}
+
+struct Outcome {
+    connected: Option<Duration>,
+    /// Where A's session to B sends, and whether that is B's router (a direct path).
+    path: Option<SocketAddr>,
+    direct: bool,
+    still_up: bool,
+}
+
+/// A behind `a`, B behind `b` (None: a public address), 6 public DHT nodes; 25 ms each way.
+/// A calls B (who answers at once) once everyone has joined and announced.
+fn call_across(seed: u64, a: Option<NatKind>, b: Option<NatKind>, same_router: bool) -> Outcome {
+    let mut net = SimNet::new(seed);
+    net.latency = 25 * MS;
+    let mut nodes = Vec::new();
+    for h in 10..16 {
+        nodes.push((net.add(h, &keys_only(h, &format!("H{h}"), &[], false)), h));
+    }
+    let lan = same_router;
+    let cfg_a = keys_only(1, "A", &[("B", Some(1), &[2])], lan);
+    let cfg_b = keys_only(2, "B", &[("A", Some(1), &[1])], lan);
+    let na = a.map(|k| net.add_nat(k));
+    let nb = if same_router { na } else { b.map(|k| net.add_nat(k)) };
+    let ia = match na {
+        Some(k) => net.add_behind(1, &cfg_a, k),
+        None => net.add(1, &cfg_a),
+    };
+    let ib = match nb {
+        Some(k) => net.add_behind(2, &cfg_b, k),
+        None => net.add(2, &cfg_b),
+    };
+    nodes.push((ia, 1));
+    nodes.push((ib, 2));
+    let boot = nodes[0].0;
+    for (i, n) in nodes {
+        net.start_network(i, n, &[boot]);
+        net.run_for(50 * MS);
+    }
+    net.run_for(5000 * MS);
+    let t0 = net.elapsed();
+    net.command(ia, Command::Press(1)).unwrap();
+    net.run_for(3000 * MS);
+    let connected = net.nodes[ia].events.iter().find_map(|(t, e)| match e {
+        DeviceEvent::Call(CallEvent::Connected { .. }) => Some(*t - t0),
+        _ => None,
+    });
+    let b_id = net.id(ib);
+    let path = net.nodes[ia].device.path_to(&b_id);
+    let b_public = nb.map(|k| IpAddr::V4(net.nats[k].public)).unwrap_or(net.nodes[ib].addr.ip());
+    let direct = path.is_some_and(|p| p.ip() == b_public || p == net.nodes[ib].addr);
+    // Still talking 10 s later: the path works both ways (keepalives, no peer timeout).
+    net.run_for(10_000 * MS);
+    let still_up = net.nodes[ia].device.phase() == Phase::InCall && net.nodes[ib].device.phase() == Phase::InCall;
+    Outcome { connected, path, direct, still_up }
+}
+
+const KINDS: [Option<NatKind>; 5] = [
+    None,
+    Some(NatKind::FullCone),
+    Some(NatKind::AddressRestricted),
+    Some(NatKind::PortRestricted),
+    Some(NatKind::Symmetric),
+];
+
+fn name(k: Option<NatKind>) -> &'static str {
+    match k {
+        None => "none",
+        Some(NatKind::FullCone) => "full-cone",
+        Some(NatKind::AddressRestricted) => "address-restricted",
+        Some(NatKind::PortRestricted) => "port-restricted",
+        Some(NatKind::Symmetric) => "symmetric",
+    }
+}
+
+/// Pairs that need a birthday punch or a relay, neither of which exists yet.
+fn needs_more_than_a_punch(a: Option<NatKind>, b: Option<NatKind>) -> bool {
+    let hard = |k| matches!(k, Some(NatKind::PortRestricted | NatKind::Symmetric));
+    (a == Some(NatKind::Symmetric) && hard(b)) || (b == Some(NatKind::Symmetric) && hard(a))
+}
+
+#[test]
+fn every_pair_with_a_consistent_mapping_calls_directly_through_rendezvous() {
+    let mut table = Vec::new();
+    for a in KINDS {
+        for b in KINDS {
+            let o = call_across(7, a, b, false);
+            eprintln!(
+                "{:>18} -> {:<18} connected {:>9} path {:<20} direct {} still up {}",
+                name(a),
+                name(b),
+                o.connected.map_or("no".into(), |t| format!("{} ms", t.as_millis())),
+                o.path.map_or("-".into(), |p| p.to_string()),
+                o.direct,
+                o.still_up
+            );
+            table.push((a, b, o));
+        }
+    }
+    for (a, b, o) in &table {
+        if needs_more_than_a_punch(*a, *b) {
+            continue;
+        }
+        let t = o.connected.unwrap_or_else(|| panic!("{} -> {} did not connect", name(*a), name(*b)));
+        // A lookup (2 round trips), the handshake forwarded, the answer, the call set-up: 25 ms
+        // hops, well under a second.
+        assert!(t < 600 * MS, "{} -> {}: {t:?}", name(*a), name(*b));
+        assert!(o.direct && o.still_up, "{} -> {}: path {:?}", name(*a), name(*b), o.path);
+    }
+}
+
+#[test]
+fn two_devices_behind_one_router_without_hairpinning_talk_over_the_lan() {
+    let o = call_across(3, Some(NatKind::PortRestricted), None, true);
+    assert!(o.connected.is_some_and(|t| t < 300 * MS));
+    let p = o.path.unwrap();
+    assert_eq!(p, "192.168.1.2:7600".parse().unwrap(), "the LAN address, not the router's");
+    assert!(o.still_up);
+}
