@@ -30,6 +30,10 @@ const MAX_REFLEXIVE: usize = 4;
 const PUNCH_RETRY: Duration = Duration::from_millis(250);
 /// How long a handshake keeps going through rendezvous nodes.
 const PUNCH_FOR: Duration = Duration::from_secs(5);
+/// In a call both sides speak every second at least (`InCall`); silence this long means the path
+/// broke (a router rebooted, an address changed): find the peer again.
+const PATH_SILENCE: Duration = Duration::from_millis(1200);
+const REPAIR_EVERY: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Command {
@@ -199,6 +203,8 @@ pub struct Device {
     whereabouts: Vec<Whereabouts>,
     resolving: Vec<Resolving>,
     punches: Vec<Punch>,
+    /// When the current call's path was last repaired (`repair_path`).
+    repaired: Option<Instant>,
     reflexive: [Option<SocketAddr>; MAX_REFLEXIVE],
     local: Option<SocketAddr>,
     /// Wall-clock seconds at `now0` (records carry wall-clock expiry times).
@@ -259,6 +265,7 @@ impl Device {
             whereabouts,
             resolving: Vec::with_capacity(MAX_RESOLVING),
             punches: Vec::with_capacity(MAX_RESOLVING),
+            repaired: None,
             reflexive: [None; MAX_REFLEXIVE],
             local: None,
             unix0: 0,
@@ -428,6 +435,7 @@ impl Device {
                     l.handle_timeout(now);
                 }
                 self.punch_timeout(now);
+                self.repair_path(now);
                 Ok(())
             }
         };
@@ -464,7 +472,8 @@ impl Device {
         let joined = self.dht.as_ref().is_some_and(|d| !d.table().is_empty());
         let announce = self.announcer.as_ref().filter(|_| joined).and_then(|a| a.poll_timeout());
         let punch = self.punches.iter().map(|p| p.next).min();
-        [self.endpoint.poll_timeout(), self.call.poll_timeout(), media, dht, lan, announce, punch]
+        let repair = self.repair_due();
+        [self.endpoint.poll_timeout(), self.call.poll_timeout(), media, dht, lan, announce, punch, repair]
             .into_iter()
             .flatten()
             .min()
@@ -623,8 +632,12 @@ impl Device {
             progressed = true;
             match ev {
                 DhtEvent::Found { lookup, record, key, holders, .. } => {
+                    let device = self.resolving.iter().find(|r| r.lookup == lookup).map(|r| r.device);
                     self.on_record(now, lookup, Some(&record));
                     self.punch(now, key, holders);
+                    if device.is_some() && device == self.media_peer {
+                        self.reach_again(now, key, holders);
+                    }
                 }
                 DhtEvent::NotFound { lookup, .. } => self.on_record(now, lookup, None),
                 DhtEvent::Rendezvous { via, peer, replied, payload } => {
@@ -714,12 +727,54 @@ impl Device {
         }
     }
 
+    /// When the current call's path counts as broken, or the next repair is due.
+    fn repair_due(&self) -> Option<Instant> {
+        let peer = self.media_peer?;
+        let silent = self.endpoint.last_rx(&peer)? + PATH_SILENCE;
+        Some(self.repaired.map_or(silent, |t| silent.max(t + REPAIR_EVERY)))
+    }
+
+    /// The peer of our call has gone silent: look up where it is now (`reach_again` follows).
+    fn repair_path(&mut self, now: Instant) {
+        let (Some(peer), Some(due)) = (self.media_peer, self.repair_due()) else { return };
+        if now < due {
+            return;
+        }
+        self.repaired = Some(now);
+        self.resolve(now, peer);
+    }
+
+    /// The record of our call's peer: an authenticated keepalive goes to each of its addresses
+    /// and through each rendezvous node that holds it. If our own address changed, the first one
+    /// to arrive moves the peer's side of the session to our new address (roaming), and its
+    /// answers, now sent there, open its NAT towards us.
+    fn reach_again(&mut self, now: Instant, key: [u8; 32], holders: [Option<SocketAddr>; MAX_HOLDERS]) {
+        let Some(peer) = self.media_peer else { return };
+        let Some(w) = self.whereabouts.iter().find(|w| w.id == peer).copied() else { return };
+        let mut buf = [0u8; crate::dht::node::MAX_RELAYED];
+        for via in holders.into_iter().flatten() {
+            let Some(n) = self.endpoint.seal_keepalive(now, &peer, &mut buf) else { return };
+            if let Some(d) = self.dht.as_mut() {
+                d.forward(now, via, key, &buf[..n]);
+            }
+        }
+        for addr in w.dht.into_iter().flatten() {
+            self.endpoint.probe(now, &peer, addr);
+        }
+    }
+
     /// A handshake that came through a rendezvous node, or its answer. Message 1 is answered
     /// straight to the caller's address (which opens our NAT towards it) and back through the
     /// node (which reaches the caller even when its NAT does not let the first one in).
     fn on_rendezvous(&mut self, now: Instant, via: SocketAddr, peer: SocketAddr, replied: bool, payload: &[u8]) {
-        let expected = if replied { PacketType::HandshakeResp } else { PacketType::HandshakeInit };
-        if payload.first() != Some(&(expected as u8)) {
+        let ty = payload.first().copied();
+        let ok = if replied {
+            ty == Some(PacketType::HandshakeResp as u8)
+        } else {
+            // A handshake, or a session packet from a peer that lost its path (`reach_again`).
+            ty == Some(PacketType::HandshakeInit as u8) || ty == Some(PacketType::Data as u8)
+        };
+        if !ok {
             return;
         }
         self.endpoint.handle_datagram(now, peer, payload);
@@ -808,6 +863,7 @@ impl Device {
                 for w in &mut self.whereabouts {
                     w.wanted = false;
                 }
+                self.repaired = None;
                 self.media.reset(now);
                 self.media_peer = Some(peer);
             }

@@ -863,3 +863,22 @@ fn relayed_messages_from_strangers_are_dropped() {
         std::iter::from_fn(|| one.node.poll_event()).any(|e| matches!(e, DhtEvent::Rendezvous { replied: true, .. }))
     );
 }
+
+/// After an address change our tokens are worthless: the node says so in a reply smaller than
+/// the query, with a fresh token, and the query asked again with it gets a full answer.
+#[test]
+fn a_stale_token_gets_a_fresh_one_and_the_query_goes_through() {
+    let mut one = victim(NodeConfig::default());
+    let mut rng = Rng::seeded(3);
+    one.populate(40, &mut rng);
+    let (me, moved_to) = (NodeId([1; 32]), peer_addr(7));
+    let query = |token| Body::FindNode { target: NodeId([3; 32]), token: Some(token), pad: &[] };
+    let stale = encode(&Msg { txid: 77, sender: me, body: query([9; 8]) });
+    let out = one.feed(moved_to, &stale);
+    assert_eq!(out.len(), 1);
+    assert!(out[0].1.len() < stale.len());
+    let Ok(Msg { body: Body::Retry { token }, .. }) = Msg::decode(&out[0].1) else { panic!("{out:?}") };
+    let out = one.request(moved_to, me, query(token));
+    let Ok(Msg { body: Body::Nodes { nodes4, .. }, .. }) = Msg::decode(&out[0].1) else { panic!("{out:?}") };
+    assert_eq!(message::nodes(nodes4, false).count(), 20);
+}

@@ -29,9 +29,17 @@ struct Outcome {
     still_up: bool,
 }
 
+struct Homes {
+    net: SimNet,
+    a: usize,
+    b: usize,
+    nat_a: Option<usize>,
+    nat_b: Option<usize>,
+}
+
 /// A behind `a`, B behind `b` (None: a public address), 6 public DHT nodes; 25 ms each way.
-/// A calls B (who answers at once) once everyone has joined and announced.
-fn call_across(seed: u64, a: Option<NatKind>, b: Option<NatKind>, same_router: bool) -> Outcome {
+/// Everyone has joined and announced when this returns.
+fn homes(seed: u64, a: Option<NatKind>, b: Option<NatKind>, same_router: bool) -> Homes {
     let mut net = SimNet::new(seed);
     net.latency = 25 * MS;
     let mut nodes = Vec::new();
@@ -41,13 +49,13 @@ fn call_across(seed: u64, a: Option<NatKind>, b: Option<NatKind>, same_router: b
     let lan = same_router;
     let cfg_a = keys_only(1, "A", &[("B", Some(1), &[2])], lan);
     let cfg_b = keys_only(2, "B", &[("A", Some(1), &[1])], lan);
-    let na = a.map(|k| net.add_nat(k));
-    let nb = if same_router { na } else { b.map(|k| net.add_nat(k)) };
-    let ia = match na {
+    let nat_a = a.map(|k| net.add_nat(k));
+    let nat_b = if same_router { nat_a } else { b.map(|k| net.add_nat(k)) };
+    let ia = match nat_a {
         Some(k) => net.add_behind(1, &cfg_a, k),
         None => net.add(1, &cfg_a),
     };
-    let ib = match nb {
+    let ib = match nat_b {
         Some(k) => net.add_behind(2, &cfg_b, k),
         None => net.add(2, &cfg_b),
     };
@@ -59,6 +67,12 @@ fn call_across(seed: u64, a: Option<NatKind>, b: Option<NatKind>, same_router: b
         net.run_for(50 * MS);
     }
     net.run_for(5000 * MS);
+    Homes { net, a: ia, b: ib, nat_a, nat_b }
+}
+
+/// A calls B (who answers at once).
+fn call_across(seed: u64, a: Option<NatKind>, b: Option<NatKind>, same_router: bool) -> Outcome {
+    let Homes { mut net, a: ia, b: ib, nat_b: nb, .. } = homes(seed, a, b, same_router);
     let t0 = net.elapsed();
     net.command(ia, Command::Press(1)).unwrap();
     net.run_for(3000 * MS);
@@ -137,4 +151,40 @@ fn two_devices_behind_one_router_without_hairpinning_talk_over_the_lan() {
     let p = o.path.unwrap();
     assert_eq!(p, "192.168.1.2:7600".parse().unwrap(), "the LAN address, not the router's");
     assert!(o.still_up);
+}
+
+/// A's router reboots mid-call and comes back with a new public address; B's router only lets in
+/// what B has sent to. A notices the silence, finds B's record again and sends an authenticated
+/// keepalive through B's rendezvous nodes: B's session moves to A's new address (roaming, no new
+/// handshake), and B's answers there open its NAT to A.
+#[test]
+fn a_call_survives_a_router_reboot_with_a_new_public_address() {
+    for (seed, kind) in [(5, NatKind::PortRestricted), (6, NatKind::AddressRestricted), (7, NatKind::FullCone)] {
+        let Homes { mut net, a, b, nat_a, .. } = homes(seed, Some(kind), Some(NatKind::PortRestricted), false);
+        net.command(a, Command::Press(1)).unwrap();
+        net.run_for(2000 * MS);
+        assert_eq!(net.nodes[a].device.phase(), Phase::InCall);
+        let a_id = net.id(a);
+        let handshakes = net.nodes[b].device.counters().rx_packets;
+        let k = nat_a.unwrap();
+        let new_ip = std::net::Ipv4Addr::new(198, 18, 1, 99);
+        net.nats[k].reboot(Some(new_ip));
+        let t0 = net.elapsed();
+        let mut moved = None;
+        for _ in 0..100 {
+            net.run_for(50 * MS);
+            if net.nodes[b].device.path_to(&a_id).is_some_and(|p| p.ip() == IpAddr::V4(new_ip)) {
+                moved = Some(net.elapsed() - t0);
+                break;
+            }
+        }
+        let moved = moved.unwrap_or_else(|| panic!("{kind:?}: B never heard A's new address"));
+        assert!(moved <= 2000 * MS, "{kind:?}: path moved after {moved:?}");
+        net.run_for(15_000 * MS);
+        assert_eq!(net.nodes[a].device.phase(), Phase::InCall, "{kind:?}");
+        assert_eq!(net.nodes[b].device.phase(), Phase::InCall, "{kind:?}");
+        assert!(net.outcomes(a).is_empty() && net.outcomes(b).is_empty(), "{kind:?}: the call never ended");
+        assert!(net.nodes[b].device.counters().rx_packets > handshakes);
+        eprintln!("{kind:?}: path moved {} ms after the reboot", moved.as_millis());
+    }
 }

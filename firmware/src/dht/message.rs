@@ -96,6 +96,11 @@ pub enum Body<'a> {
         from: SocketAddr,
         payload: &'a [u8],
     },
+    /// The token of a query was not valid for its source (we moved, or the node restarted):
+    /// ask again with this one. Smaller than any query, so it is sent whatever the budget.
+    Retry {
+        token: Token,
+    },
 }
 
 const HOLD_CONTEXT: &[u8] = b"peercom hold v1";

@@ -723,6 +723,13 @@ impl Node {
         if token.is_some() && !proven {
             self.counters.bad_tokens += 1;
         }
+        if token.is_some() && !proven && matches!(msg.body, Body::FindNode { .. } | Body::FindValue { .. }) {
+            // An unpadded query whose token we do not accept would get a useless trimmed
+            // answer: tell the sender to ask again with a fresh token.
+            let body = Body::Retry { token: self.tokens.mint(&from) };
+            self.reply(from, msg.txid, body, req_len);
+            return;
+        }
         let mut budget = if proven { MAX_DATAGRAM } else { req_len };
         if proven {
             self.add_verified(now, msg.sender, from);
@@ -887,6 +894,16 @@ impl Node {
         }
         let What::Query { slot, lid } = p.what else { return };
         if !self.live(slot, lid) {
+            return;
+        }
+        if let Body::Retry { token } = msg.body
+            && p.retries > 0
+            && let Some(l) = self.lookups[slot].as_ref()
+        {
+            let (target, kind) = (l.lookup.target, l.lookup.kind);
+            self.send_query(from, p.txid, target, kind, Some(token));
+            let deadline = now + self.cfg.query_timeout;
+            self.pending.push(Pending { deadline, retries: p.retries - 1, ..p });
             return;
         }
         let unix = self.unix(now);
@@ -1156,7 +1173,9 @@ fn pad_for(pad_to: usize, build: impl Fn(&'static [u8]) -> Msg<'static>) -> &'st
 
 fn reply_token(body: &Body<'_>) -> Option<Token> {
     match body {
-        Body::Pong { token, .. } | Body::Nodes { token, .. } | Body::Value { token, .. } => Some(*token),
+        Body::Pong { token, .. } | Body::Nodes { token, .. } | Body::Value { token, .. } | Body::Retry { token } => {
+            Some(*token)
+        }
         _ => None,
     }
 }

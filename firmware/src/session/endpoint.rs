@@ -316,13 +316,49 @@ impl Endpoint {
         plain: &[u8],
         out: &mut [u8],
     ) -> Option<(SocketAddr, usize)> {
+        let r = self.seal_plain(now, peer, plain, out)?;
+        self.counters.tx_packets += 1;
+        Some(r)
+    }
+
+    fn seal_plain(
+        &mut self,
+        now: Instant,
+        peer: &DeviceId,
+        plain: &[u8],
+        out: &mut [u8],
+    ) -> Option<(SocketAddr, usize)> {
         let i = self.best(peer)?;
         let slot = self.slots[i].as_mut()?;
         let State::Established { transport, .. } = &mut slot.state else { return None };
         let n = transport.seal(now, slot.remote_idx, plain, out)?;
         slot.keepalive_due = None;
-        self.counters.tx_packets += 1;
         Some((slot.addr, n))
+    }
+
+    fn keepalive_plain() -> Option<([u8; 8], usize)> {
+        let mut plain = [0u8; 8];
+        let n = Message::Keepalive.encode(&mut plain)?;
+        Some((plain, n))
+    }
+
+    /// Seals a keepalive on the session to `peer` into `out` (to send another way than the
+    /// session's path: through a rendezvous node, or to another address of the peer). An
+    /// authenticated packet arriving from a new address moves the peer's side of the session
+    /// there, so this is how a device that changed address is found again.
+    pub fn seal_keepalive(&mut self, now: Instant, peer: &DeviceId, out: &mut [u8]) -> Option<usize> {
+        let (plain, n) = Self::keepalive_plain()?;
+        let (_, len) = self.seal_to(now, peer, &plain[..n], out)?;
+        Some(len)
+    }
+
+    /// Sends a keepalive on the session to `peer` to `addr` instead of the session's path.
+    pub fn probe(&mut self, now: Instant, peer: &DeviceId, addr: SocketAddr) {
+        let mut buf = [0u8; 64];
+        let Some((plain, n)) = Self::keepalive_plain() else { return };
+        if let Some((_, len)) = self.seal_plain(now, peer, &plain[..n], &mut buf) {
+            self.queue(addr, &buf[..len]);
+        }
     }
 
     /// The media plaintext (video, audio or feedback) of the datagram just handled, if it was one.
