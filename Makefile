@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 # Debian packages the build and tests need (cmake etc. for the codec crates).
-DEB_PACKAGES := build-essential pkg-config cmake file nasm ffmpeg
+DEB_PACKAGES := build-essential pkg-config cmake file nasm ffmpeg coturn
 
 .PHONY: demo test deps lint unit bench-smoke cross fuzz-smoke clean
 

@@ -9,6 +9,7 @@ pub mod dht;
 pub mod identity;
 pub mod lan;
 pub mod media;
+pub mod nat;
 pub mod runtime;
 pub mod session;
 pub mod sim;
