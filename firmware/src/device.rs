@@ -11,6 +11,7 @@ use crate::dht::record::{self, MAX_ADDRS, RecordBuf};
 use crate::identity::{DeviceId, DeviceKey};
 use crate::lan::{LanConfig, LanDiscovery, LanEvent};
 use crate::media::session::{MediaConfig, MediaSession, MediaStats};
+use crate::nat::{NatClass, NatClassifier, StunClient, StunConfig, StunEvent};
 use crate::session::{Counters, Endpoint, EndpointConfig, MAX_PLAINTEXT, SessionEvent};
 use crate::util::rng::Rng;
 use crate::wire::PacketType;
@@ -139,6 +140,10 @@ pub struct NetworkStatus {
     pub dht_records: usize,
     /// What this device announces in its record.
     pub announced: Vec<String>,
+    /// What our NAT does, from the addresses DHT nodes and STUN servers see us at.
+    pub nat: NatClass,
+    /// Our public addresses, newest first.
+    pub public: Vec<String>,
     pub lan_discovery: bool,
     /// Contact devices heard on the LAN in the last minute.
     pub lan_contacts: usize,
@@ -206,6 +211,8 @@ pub struct Device {
     /// When the current call's path was last repaired (`repair_path`).
     repaired: Option<Instant>,
     reflexive: [Option<SocketAddr>; MAX_REFLEXIVE],
+    nat: NatClassifier,
+    stun: Option<StunClient>,
     local: Option<SocketAddr>,
     /// Wall-clock seconds at `now0` (records carry wall-clock expiry times).
     unix0: u64,
@@ -267,6 +274,8 @@ impl Device {
             punches: Vec::with_capacity(MAX_RESOLVING),
             repaired: None,
             reflexive: [None; MAX_REFLEXIVE],
+            nat: NatClassifier::new(SocketAddr::from(([0, 0, 0, 0], 0))),
+            stun: None,
             local: None,
             unix0: 0,
             now0: origin,
@@ -306,9 +315,25 @@ impl Device {
             self.lan = Some(LanDiscovery::new(&key, &contacts, local.port(), LanConfig::default(), rng, now));
         }
         self.announcer = Some(Announcer::new(key, Rng::seeded(self.rng.next_u64())));
+        self.nat = NatClassifier::new(local);
         self.local = (!local.ip().is_unspecified()).then_some(local);
         self.update_announced(now);
         self.pump(now);
+    }
+
+    /// Asks `servers` (STUN, RFC 5389) for our public address, now and every few minutes.
+    pub fn start_stun(&mut self, now: Instant, servers: &[SocketAddr]) {
+        self.now = self.now.max(now);
+        if !servers.is_empty() {
+            self.stun = Some(StunClient::new(servers, StunConfig::default(), Rng::seeded(self.rng.next_u64()), now));
+        }
+        self.pump(now);
+    }
+
+    /// The IP addresses of our interfaces, when the socket is bound to all of them (so that a
+    /// LAN peer seeing our private address is not taken for a second NAT mapping).
+    pub fn set_interfaces(&mut self, ips: &[std::net::IpAddr]) {
+        self.nat.set_interfaces(ips);
     }
 
     /// More ways into the DHT (bootstrap names resolved again later).
@@ -383,6 +408,8 @@ impl Device {
                 dht_nodes: self.dht_nodes(),
                 dht_records: self.dht.as_ref().map_or(0, |d| d.stored_records()),
                 announced: self.announcer.iter().flat_map(|a| a.addrs()).map(|a| a.to_string()).collect(),
+                nat: self.nat.class(),
+                public: self.nat.public_addrs().map(|a| a.to_string()).collect(),
                 lan_discovery: self.lan.is_some(),
                 lan_contacts: self
                     .whereabouts
@@ -397,6 +424,12 @@ impl Device {
     pub fn handle_input(&mut self, now: Instant, input: Input<'_>) -> Result<(), DeviceError> {
         self.now = self.now.max(now);
         let r = match input {
+            Input::Datagram { from, bytes }
+                if crate::nat::stun::is_stun(bytes)
+                    && self.stun.as_mut().is_some_and(|s| s.handle_datagram(now, from, bytes)) =>
+            {
+                Ok(())
+            }
             Input::Datagram { from, bytes } if bytes.first() == Some(&DHT_PACKET) => {
                 if let Some(d) = self.dht.as_mut() {
                     d.handle_datagram(now, from, bytes);
@@ -436,6 +469,11 @@ impl Device {
                 }
                 self.punch_timeout(now);
                 self.repair_path(now);
+                if let Some(s) = self.stun.as_mut()
+                    && s.poll_timeout().is_some_and(|t| t <= now)
+                {
+                    s.handle_timeout(now);
+                }
                 Ok(())
             }
         };
@@ -449,6 +487,9 @@ impl Device {
             return Some(t);
         }
         if let Some(t) = self.dht.as_mut().and_then(|d| d.poll_transmit(buf)) {
+            return Some(t);
+        }
+        if let Some(t) = self.stun.as_mut().and_then(|s| s.poll_transmit(buf)) {
             return Some(t);
         }
         let peer = self.media_peer?;
@@ -473,7 +514,8 @@ impl Device {
         let announce = self.announcer.as_ref().filter(|_| joined).and_then(|a| a.poll_timeout());
         let punch = self.punches.iter().map(|p| p.next).min();
         let repair = self.repair_due();
-        [self.endpoint.poll_timeout(), self.call.poll_timeout(), media, dht, lan, announce, punch, repair]
+        let stun = self.stun.as_ref().and_then(|s| s.poll_timeout());
+        [self.endpoint.poll_timeout(), self.call.poll_timeout(), media, dht, lan, announce, punch, repair, stun]
             .into_iter()
             .flatten()
             .min()
@@ -628,6 +670,12 @@ impl Device {
             }
             self.push_event(DeviceEvent::Located { device, via: Via::Lan, addr });
         }
+        while let Some(ev) = self.stun.as_mut().and_then(|s| s.poll_event()) {
+            progressed = true;
+            if let StunEvent::Mapped { server, addr } = ev {
+                self.on_reflexive(now, server, addr);
+            }
+        }
         while let Some(ev) = self.dht.as_mut().and_then(|d| d.poll_event()) {
             progressed = true;
             match ev {
@@ -648,13 +696,7 @@ impl Device {
                         a.republish(now);
                     }
                 }
-                DhtEvent::Reflexive { addr, .. } => {
-                    if !self.reflexive.contains(&Some(addr)) {
-                        self.reflexive.rotate_right(1);
-                        self.reflexive[0] = Some(addr);
-                        self.update_announced(now);
-                    }
-                }
+                DhtEvent::Reflexive { addr, reporter } => self.on_reflexive(now, reporter, addr),
                 DhtEvent::Published { stored_at, .. } => self.push_event(DeviceEvent::Announced { stored_at }),
                 DhtEvent::Closest { .. } => {}
             }
@@ -832,6 +874,17 @@ impl Device {
                     let _ = self.call.handle(now, CallInput::SessionFailed(r.device));
                 }
             }
+        }
+    }
+
+    /// `reporter` (a DHT node or a STUN server) sees us at `addr`: a sample for the NAT
+    /// classifier, and an address to announce.
+    fn on_reflexive(&mut self, now: Instant, reporter: SocketAddr, addr: SocketAddr) {
+        self.nat.add(reporter, addr);
+        if !self.reflexive.contains(&Some(addr)) {
+            self.reflexive.rotate_right(1);
+            self.reflexive[0] = Some(addr);
+            self.update_announced(now);
         }
     }
 

@@ -188,3 +188,25 @@ fn a_call_survives_a_router_reboot_with_a_new_public_address() {
         eprintln!("{kind:?}: path moved {} ms after the reboot", moved.as_millis());
     }
 }
+
+/// Each device classifies its NAT from the addresses the DHT nodes it talks to report (at
+/// least 4 samples from 2 hosts), taken on the socket that carries its calls.
+#[test]
+fn devices_learn_their_nat_class_from_dht_peers() {
+    use peercom::nat::NatClass;
+    for (kind, want) in [
+        (None, NatClass::Open),
+        (Some(NatKind::FullCone), NatClass::Consistent),
+        (Some(NatKind::AddressRestricted), NatClass::Consistent),
+        (Some(NatKind::PortRestricted), NatClass::Consistent),
+        (Some(NatKind::Symmetric), NatClass::Random),
+    ] {
+        let h = homes(11, kind, None, false);
+        let st = h.net.nodes[h.a].device.status();
+        assert_eq!(st.network.nat, want, "{kind:?}");
+        if let Some(k) = h.nat_a {
+            let public = h.net.nats[k].public.to_string();
+            assert!(st.network.public.iter().all(|a| a.starts_with(&public)), "{kind:?}: {:?}", st.network.public);
+        }
+    }
+}

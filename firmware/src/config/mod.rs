@@ -28,6 +28,8 @@ pub struct Config {
     pub answer_button: Option<u8>,
     pub reject_button: Option<u8>,
     pub bootstrap: Vec<String>,
+    /// STUN servers (`host:port`) asked for our public address; none needed (DHT nodes tell us).
+    pub stun: Vec<String>,
     /// The multicast group for LAN discovery beacons; None when LAN discovery is off.
     pub lan_group: Option<SocketAddrV4>,
     /// Join the DHT (find contacts and be found over the internet). On by default.
@@ -261,6 +263,7 @@ impl Config {
         }
 
         let mut bootstrap = Vec::new();
+        let mut stun = Vec::new();
         let mut lan_group = Some(DEFAULT_LAN_GROUP);
         let dht = raw.network.as_ref().and_then(|n| n.dht).unwrap_or(true);
         if let Some(n) = &raw.network {
@@ -282,13 +285,8 @@ impl Config {
             if n.lan_discovery == Some(false) {
                 lan_group = None;
             }
-            for b in &n.bootstrap {
-                let s = b.get_ref().trim();
-                if !s.contains(':') || s.rsplit(':').next().and_then(|p| p.parse::<u16>().ok()).is_none() {
-                    return Err(at(b.span(), "bootstrap node must be host:port".into()));
-                }
-                bootstrap.push(s.to_string());
-            }
+            bootstrap = host_ports(&n.bootstrap, "bootstrap node").map_err(|(span, m)| at(span, m))?;
+            stun = host_ports(&n.stun, "STUN server").map_err(|(span, m)| at(span, m))?;
         }
 
         Ok(Config {
@@ -301,6 +299,7 @@ impl Config {
             answer_button,
             reject_button,
             bootstrap,
+            stun,
             lan_group,
             dht,
             call,
@@ -315,6 +314,20 @@ impl Config {
     pub fn contact_by_name(&self, name: &str) -> Option<usize> {
         self.contacts.iter().position(|c| c.name.eq_ignore_ascii_case(name))
     }
+}
+
+/// `host:port` entries (names are resolved by the driver, again later if they fail); else the
+/// bad entry's span and why.
+fn host_ports(list: &[Spanned<String>], what: &str) -> Result<Vec<String>, (std::ops::Range<usize>, String)> {
+    list.iter()
+        .map(|b| {
+            let s = b.get_ref().trim();
+            match s.rsplit_once(':').map(|(_, p)| p.parse::<u16>()) {
+                Some(Ok(_)) => Ok(s.to_string()),
+                _ => Err((b.span(), format!("{what} must be host:port"))),
+            }
+        })
+        .collect()
 }
 
 fn parse_addr(v: &Spanned<String>) -> Result<SocketAddr, String> {
@@ -381,6 +394,20 @@ mod tests {
         assert_eq!(c.call.no_answer_timeout, Duration::from_secs(30));
         assert_eq!(c.contact_for_button(1), Some(0));
         assert_eq!(c.media.width, 640);
+    }
+
+    #[test]
+    fn bootstrap_and_stun_servers_are_host_port_lists() {
+        let b = format!(
+            "{}\n[network]\nbootstrap = [\"boot.example:7600\"]\nstun = [\"stun.example:3478\", \"[2001:db8::1]:3478\"]\n",
+            base()
+        );
+        let c = Config::parse(Path::new("/x/peercom.toml"), &b, false).unwrap();
+        assert_eq!(c.bootstrap, ["boot.example:7600"]);
+        assert_eq!(c.stun, ["stun.example:3478", "[2001:db8::1]:3478"]);
+        let bad = b.replace("stun.example:3478", "stun.example");
+        assert!(err(&bad).ends_with(":17:9: STUN server must be host:port"), "{}", err(&bad));
+        assert!(Config::parse(Path::new("/x/p.toml"), &base(), false).unwrap().stun.is_empty(), "none needed");
     }
 
     #[test]

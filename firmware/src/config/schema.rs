@@ -74,6 +74,8 @@ pub struct RawMedia {
 pub struct RawNetwork {
     #[serde(default)]
     pub bootstrap: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub stun: Vec<Spanned<String>>,
     pub lan_discovery: Option<bool>,
     pub dht: Option<bool>,
     pub lan_group: Option<Spanned<String>>,

@@ -71,9 +71,11 @@ pub enum Body<'a> {
         token: Token,
         sig: &'a [u8],
     },
+    /// `your_addr` as in `Pong`: our rendezvous nodes keep telling us how our NAT maps us.
     Held {
         ok: bool,
         token: Token,
+        your_addr: SocketAddr,
     },
     /// To a node holding `key`'s record: pass `payload` to the device registered for it.
     Forward {

@@ -784,7 +784,7 @@ impl Node {
                 } else {
                     self.counters.holds_refused += 1;
                 }
-                let body = Body::Held { ok, token: self.tokens.mint(&from) };
+                let body = Body::Held { ok, token: self.tokens.mint(&from), your_addr: from };
                 self.reply(from, msg.txid, body, budget);
             }
             Body::Forward { key, payload } => match self.rdv.forward(now, &key, from, req_len) {
@@ -875,7 +875,14 @@ impl Node {
                     self.send_hold(now, t.key, t.id, t.addr, t.token);
                 }
             }
-            (What::Hold, Body::Held { ok: true, token }) => self.holds.held(now, from, token),
+            (What::Hold, Body::Held { ok, token, your_addr }) => {
+                self.push_event(DhtEvent::Reflexive { addr: your_addr, reporter: from });
+                if ok {
+                    self.holds.held(now, from, token);
+                } else {
+                    self.hold_lost(from);
+                }
+            }
             (What::Hold, _) => self.hold_lost(from),
             _ => {}
         }

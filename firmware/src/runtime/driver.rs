@@ -145,7 +145,8 @@ pub fn start(
     let shared = media.as_ref().map(|(l, _)| l.shared.clone());
     let handle = DeviceHandle { tx, phase: phase_rx, events: events.clone(), contacts, local_addr, media: shared };
     let name = config.name.clone();
-    let net = Network { key: net_key, bootstrap: config.bootstrap.clone(), local: local_addr };
+    let net =
+        Network { key: net_key, bootstrap: config.bootstrap.clone(), stun: config.stun.clone(), local: local_addr };
     let task = tokio::spawn(run(name, device, socket, board, rx, phase_tx, events, media, net));
     Ok((handle, task))
 }
@@ -154,6 +155,7 @@ pub fn start(
 struct Network {
     key: DeviceKey,
     bootstrap: Vec<String>,
+    stun: Vec<String>,
     local: std::net::SocketAddr,
 }
 
@@ -163,15 +165,27 @@ fn unix_now() -> u64 {
 
 /// Resolves `host:port` bootstrap entries; names that do not resolve are reported, not fatal.
 pub async fn resolve_bootstrap(name: &str, entries: &[String]) -> Vec<std::net::SocketAddr> {
+    resolve(name, "bootstrap node", entries).await
+}
+
+async fn resolve(name: &str, what: &str, entries: &[String]) -> Vec<std::net::SocketAddr> {
     let mut out = Vec::new();
     for e in entries {
         match tokio::time::timeout(std::time::Duration::from_secs(5), tokio::net::lookup_host(e.as_str())).await {
             Ok(Ok(addrs)) => out.extend(addrs),
-            Ok(Err(err)) => log!("{name}: bootstrap node {e}: {err}; will retry"),
-            Err(_) => log!("{name}: bootstrap node {e}: name lookup timed out; will retry"),
+            Ok(Err(err)) => log!("{name}: {what} {e}: {err}; will retry"),
+            Err(_) => log!("{name}: {what} {e}: name lookup timed out; will retry"),
         }
     }
     out
+}
+
+/// The interface address the kernel would send from towards `to` (a UDP connect sends nothing).
+fn source_ip_towards(to: std::net::SocketAddr) -> Option<std::net::IpAddr> {
+    let any: std::net::SocketAddr = if to.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { ([0u16; 8], 0).into() };
+    let s = std::net::UdpSocket::bind(any).ok()?;
+    s.connect(to).ok()?;
+    s.local_addr().ok().map(|a| a.ip())
 }
 
 /// The multicast socket for LAN discovery, on the interface of the bound address when it is a
@@ -216,6 +230,13 @@ async fn run(
     let boot = resolve_bootstrap(&name, &net.bootstrap).await;
     let now = Instant::now();
     device.start_network(now, unix_now(), net.key, net.local, &boot, crate::dht::node::NodeConfig::default());
+    let stun = resolve(&name, "STUN server", &net.stun).await;
+    if net.local.ip().is_unspecified() {
+        // Bound to every interface: the classifier must know our own addresses.
+        let ips: Vec<_> = boot.iter().chain(&stun).filter_map(|a| source_ip_towards(*a)).collect();
+        device.set_interfaces(&ips);
+    }
+    device.start_stun(Instant::now(), &stun);
     let lan = open_lan(&name, &device, net.local);
     let mut lan_buf = [0u8; 2048];
     // Bootstrap names are resolved again while the DHT has no nodes (e.g. booted before DNS).

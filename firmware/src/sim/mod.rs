@@ -92,6 +92,7 @@ pub fn sim_config(n: u8, name: &str, contacts: &[(&str, Option<u8>, &[u8])], cal
         answer_button: Some(0),
         reject_button: None,
         bootstrap: vec![],
+        stun: vec![],
         lan_group: None,
         dht: true,
         call,
