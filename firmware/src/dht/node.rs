@@ -3,7 +3,7 @@
 //! `poll_timeout`. Wall-clock time (record expiry) is derived from the `unix_now` given at start,
 //! so a simulation stays deterministic.
 use super::blind::{self, BlindSigner};
-use super::hold::Holds;
+use super::hold::{Holds, Target};
 use super::id::NodeId;
 use super::lookup::{Kind, Lookup};
 use super::message::{self, Body, MAX_NODES, Msg, NODE6_LEN, Token};
@@ -569,7 +569,7 @@ impl Node {
             }
         }
         while let Some(t) = self.holds.due(now) {
-            self.send_hold(now, t.key, t.id, t.addr, t.token);
+            self.send_hold(now, t);
         }
         if now >= self.next_tick {
             self.next_tick = now + self.cfg.tick;
@@ -578,19 +578,24 @@ impl Node {
         self.after_input(now);
     }
 
-    fn send_hold(&mut self, now: Instant, key: [u8; 32], id: NodeId, to: SocketAddr, token: Token) {
-        let Some(signer) = self.holds.signer(&key) else {
-            self.hold_lost(to);
-            return;
-        };
-        let sig = signer.sign(&message::hold_message(&id, &token, &key));
+    fn send_hold(&mut self, now: Instant, t: Target) {
         let txid = self.rng.next_u32();
-        let msg = Msg { txid, sender: self.id, body: Body::Hold { key, token, sig: &sig } };
-        if self.send(to, &msg, MAX_DATAGRAM) == Sent::Queued && self.pending.len() < self.cfg.max_pending {
-            let deadline = now + self.cfg.query_timeout;
-            let (retries, what) = (self.cfg.retries, What::Hold);
-            self.pending.push(Pending { txid, dst: to, id: Some(id), deadline, retries, what });
+        match self.queue_hold(txid, &t) {
+            None => self.hold_lost(t.addr),
+            Some(Sent::Queued) if self.pending.len() < self.cfg.max_pending => {
+                let deadline = now + self.cfg.query_timeout;
+                let (retries, what) = (self.cfg.retries, What::Hold);
+                self.pending.push(Pending { txid, dst: t.addr, id: Some(t.id), deadline, retries, what });
+            }
+            Some(_) => {}
         }
+    }
+
+    /// Signs and queues a hold to `t`; None when we no longer hold a signer for its key.
+    fn queue_hold(&mut self, txid: u32, t: &Target) -> Option<Sent> {
+        let sig = self.holds.signer(&t.key)?.sign(&message::hold_message(&t.id, &t.token, &t.key));
+        let body = Body::Hold { key: t.key, token: t.token, sig: &sig };
+        Some(self.send(t.addr, &Msg { txid, sender: self.id, body }, MAX_DATAGRAM))
     }
 
     fn hold_lost(&mut self, addr: SocketAddr) {
@@ -872,7 +877,7 @@ impl Node {
         match (p.what, msg.body) {
             (What::Store, Body::Stored { ok: true }) if self.holds.accepted(now, from) => {
                 while let Some(t) = self.holds.due(now) {
-                    self.send_hold(now, t.key, t.id, t.addr, t.token);
+                    self.send_hold(now, t);
                 }
             }
             (What::Hold, Body::Held { ok, token, your_addr }) => {
@@ -1118,12 +1123,8 @@ impl Node {
             }
             What::Hold => {
                 let t = self.holds.active().find(|t| t.addr == p.dst).copied();
-                if let Some(t) = t
-                    && let Some(signer) = self.holds.signer(&t.key)
-                {
-                    let sig = signer.sign(&message::hold_message(&t.id, &t.token, &t.key));
-                    let body = Body::Hold { key: t.key, token: t.token, sig: &sig };
-                    self.send(p.dst, &Msg { txid: p.txid, sender: self.id, body }, MAX_DATAGRAM);
+                if let Some(t) = t {
+                    self.queue_hold(p.txid, &t);
                 }
             }
             What::Store => {}

@@ -143,7 +143,7 @@ impl SimNet {
 
     fn lan_of(addr: &SocketAddr) -> Option<usize> {
         match addr.ip() {
-            IpAddr::V4(ip) if ip.octets()[..2] == [192, 168] => Some(usize::from(ip.octets()[2]) - 1),
+            IpAddr::V4(ip) if ip.octets()[..2] == [192, 168] => usize::from(ip.octets()[2]).checked_sub(1),
             _ => None,
         }
     }
