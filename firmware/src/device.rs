@@ -214,6 +214,8 @@ pub struct Device {
     nat: NatClassifier,
     stun: Option<StunClient>,
     local: Option<SocketAddr>,
+    /// The public address a port mapping (UPnP-IGD, NAT-PMP, PCP) on our router gave us.
+    mapped: Option<SocketAddr>,
     /// Wall-clock seconds at `now0` (records carry wall-clock expiry times).
     unix0: u64,
     now0: Instant,
@@ -277,6 +279,7 @@ impl Device {
             nat: NatClassifier::new(SocketAddr::from(([0, 0, 0, 0], 0))),
             stun: None,
             local: None,
+            mapped: None,
             unix0: 0,
             now0: origin,
             rng: Rng::seeded(rng.next_u64()),
@@ -334,6 +337,17 @@ impl Device {
     /// LAN peer seeing our private address is not taken for a second NAT mapping).
     pub fn set_interfaces(&mut self, ips: &[std::net::IpAddr]) {
         self.nat.set_interfaces(ips);
+    }
+
+    /// The router mapped a public port to our socket (or the mapping went away): announced as
+    /// one more address contacts can reach us at.
+    pub fn set_mapped(&mut self, now: Instant, addr: Option<SocketAddr>) {
+        self.now = self.now.max(now);
+        if self.mapped != addr {
+            self.mapped = addr;
+            self.update_announced(now);
+        }
+        self.pump(now);
     }
 
     /// More ways into the DHT (bootstrap names resolved again later).
@@ -888,11 +902,12 @@ impl Device {
         }
     }
 
-    /// Announces the bound address (if it is a specific one) and the addresses DHT nodes see.
+    /// Announces the bound address (if it is a specific one), the router's port mapping and the
+    /// addresses DHT nodes see.
     fn update_announced(&mut self, now: Instant) {
         let mut addrs = [SocketAddr::from(([0, 0, 0, 0], 0)); MAX_ADDRS];
         let mut n = 0;
-        for a in self.local.into_iter().chain(self.reflexive.into_iter().flatten()) {
+        for a in self.local.into_iter().chain(self.mapped).chain(self.reflexive.into_iter().flatten()) {
             if n < MAX_ADDRS && !addrs[..n].contains(&a) {
                 addrs[n] = a;
                 n += 1;
