@@ -4,6 +4,9 @@
 use peercom::call::{CallEvent, Phase};
 use peercom::config::{CallSettings, Config, DEFAULT_LAN_GROUP};
 use peercom::device::{Command, DeviceEvent};
+use peercom::dht::node::NodeConfig;
+use peercom::dht::relay::RelayConfig;
+use peercom::session::PathClass;
 use peercom::sim::nat::NatKind;
 use peercom::sim::{SimNet, sim_config};
 use std::net::{IpAddr, SocketAddr};
@@ -26,6 +29,9 @@ struct Outcome {
     /// Where A's session to B sends, and whether that is B's router (a direct path).
     path: Option<SocketAddr>,
     direct: bool,
+    class: Option<PathClass>,
+    /// B's side of the session goes through a relay too.
+    b_class: Option<PathClass>,
     still_up: bool,
 }
 
@@ -37,8 +43,8 @@ struct Homes {
     nat_b: Option<usize>,
 }
 
-/// A behind `a`, B behind `b` (None: a public address), 6 public DHT nodes; 25 ms each way.
-/// Everyone has joined and announced when this returns.
+/// A behind `a`, B behind `b` (None: a public address), 6 public DHT nodes, which relay;
+/// 25 ms each way. Everyone has joined and announced when this returns.
 fn homes(seed: u64, a: Option<NatKind>, b: Option<NatKind>, same_router: bool) -> Homes {
     let mut net = SimNet::new(seed);
     net.latency = 25 * MS;
@@ -62,8 +68,10 @@ fn homes(seed: u64, a: Option<NatKind>, b: Option<NatKind>, same_router: bool) -
     nodes.push((ia, 1));
     nodes.push((ib, 2));
     let boot = nodes[0].0;
+    let relay = NodeConfig { relay: Some(RelayConfig::default()), ..NodeConfig::default() };
     for (i, n) in nodes {
-        net.start_network(i, n, &[boot]);
+        let cfg = if n >= 10 { relay } else { NodeConfig::default() };
+        net.start_network_with(i, n, &[boot], cfg);
         net.run_for(50 * MS);
     }
     net.run_for(5000 * MS);
@@ -87,7 +95,9 @@ fn call_across(seed: u64, a: Option<NatKind>, b: Option<NatKind>, same_router: b
     // Still talking 10 s later: the path works both ways (keepalives, no peer timeout).
     net.run_for(10_000 * MS);
     let still_up = net.nodes[ia].device.phase() == Phase::InCall && net.nodes[ib].device.phase() == Phase::InCall;
-    Outcome { connected, path, direct, still_up }
+    let class = net.nodes[ia].device.path_class(&b_id);
+    let b_class = net.nodes[ib].device.path_class(&net.id(ia));
+    Outcome { connected, path, direct, class, b_class, still_up }
 }
 
 const KINDS: [Option<NatKind>; 5] = [
@@ -108,7 +118,7 @@ fn name(k: Option<NatKind>) -> &'static str {
     }
 }
 
-/// Pairs that need a birthday punch or a relay, neither of which exists yet.
+/// Pairs that need a birthday punch or a relay.
 fn needs_more_than_a_punch(a: Option<NatKind>, b: Option<NatKind>) -> bool {
     let hard = |k| matches!(k, Some(NatKind::PortRestricted | NatKind::Symmetric));
     (a == Some(NatKind::Symmetric) && hard(b)) || (b == Some(NatKind::Symmetric) && hard(a))
@@ -121,22 +131,27 @@ fn every_pair_with_a_consistent_mapping_calls_directly_through_rendezvous() {
         for b in KINDS {
             let o = call_across(7, a, b, false);
             eprintln!(
-                "{:>18} -> {:<18} connected {:>9} path {:<20} direct {} still up {}",
+                "{:>18} -> {:<18} connected {:>9} path {:<20} {:?}/{:?} still up {}",
                 name(a),
                 name(b),
                 o.connected.map_or("no".into(), |t| format!("{} ms", t.as_millis())),
                 o.path.map_or("-".into(), |p| p.to_string()),
-                o.direct,
+                o.class,
+                o.b_class,
                 o.still_up
             );
             table.push((a, b, o));
         }
     }
     for (a, b, o) in &table {
+        let t = o.connected.unwrap_or_else(|| panic!("{} -> {} did not connect", name(*a), name(*b)));
         if needs_more_than_a_punch(*a, *b) {
+            // Through a relay, both ways, in well under 2 s.
+            assert!(t < 1500 * MS, "{} -> {}: {t:?}", name(*a), name(*b));
+            assert_eq!((o.class, o.b_class), (Some(PathClass::Relay), Some(PathClass::Relay)));
+            assert!(o.still_up, "{} -> {}", name(*a), name(*b));
             continue;
         }
-        let t = o.connected.unwrap_or_else(|| panic!("{} -> {} did not connect", name(*a), name(*b)));
         // A lookup (2 round trips), the handshake forwarded, the answer, the call set-up: 25 ms
         // hops, well under a second.
         assert!(t < 600 * MS, "{} -> {}: {t:?}", name(*a), name(*b));

@@ -58,6 +58,19 @@ enum Cmd {
         /// The state file (node ID and routing table), written atomically.
         #[arg(long)]
         state: Option<PathBuf>,
+        /// Relay calls between devices registered here that cannot reach each other directly
+        /// (payload stays end-to-end encrypted).
+        #[arg(long)]
+        relay: bool,
+        /// Bandwidth per relayed call, both directions together (kbit/s).
+        #[arg(long, default_value_t = 4000, requires = "relay")]
+        relay_kbps: u32,
+        /// A relayed pair lasts at most this long; the devices may pair again (minutes).
+        #[arg(long, default_value_t = 60, requires = "relay")]
+        relay_minutes: u32,
+        /// Calls relayed at once.
+        #[arg(long, default_value_t = 32, requires = "relay")]
+        relay_pairs: usize,
     },
     /// Talk to a running device through its control socket.
     Ctl {
@@ -149,8 +162,19 @@ pub fn main() -> i32 {
         Cmd::Id { key, config, qr } => keys::id(key, config, qr),
         Cmd::CheckConfig { file } => check::check(&file),
         Cmd::Run { config, board } => run::run(&config, &board),
-        Cmd::Node { listen, bootstrap, state } => {
-            run::node(crate::runtime::node::NodeOptions { listen, bootstrap, state })
+        Cmd::Node { listen, bootstrap, state, relay, relay_kbps, relay_minutes, relay_pairs } => {
+            let relay = relay.then(|| {
+                let rate = relay_kbps.clamp(64, 1_000_000).saturating_mul(125);
+                crate::dht::relay::RelayConfig {
+                    max_pairs: relay_pairs.clamp(1, 4096),
+                    rate,
+                    // A quarter second of traffic, and at least a few full datagrams.
+                    burst: (rate / 4).max(8 * crate::wire::MAX_DATAGRAM as u32),
+                    lifetime: std::time::Duration::from_secs(u64::from(relay_minutes.clamp(1, 24 * 60)) * 60),
+                    ..Default::default()
+                }
+            });
+            run::node(crate::runtime::node::NodeOptions { listen, bootstrap, state, relay })
         }
         Cmd::Ctl { socket, config, cmd } => ctl::ctl(socket, config, cmd),
         Cmd::Demo { seconds, out, json } => demo::demo(seconds, &out, json),

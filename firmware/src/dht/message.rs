@@ -103,6 +103,26 @@ pub enum Body<'a> {
     Retry {
         token: Token,
     },
+    /// To a relay node holding `key`'s registration: pair us with that device under `ticket`
+    /// (derived from our handshake with it; `relay.rs`).
+    Allocate {
+        key: [u8; 32],
+        ticket: [u8; 16],
+    },
+    /// From our rendezvous node, which relays: a caller asked for a pair under `ticket`.
+    Invite {
+        ticket: [u8; 16],
+    },
+    /// To the relay that invited us: we are the other half of `ticket`.
+    Join {
+        ticket: [u8; 16],
+    },
+    /// From a relay, to both halves: the pair is made (`secs`: its lifetime), or refused.
+    Relaying {
+        ticket: [u8; 16],
+        ok: bool,
+        secs: u32,
+    },
 }
 
 const HOLD_CONTEXT: &[u8] = b"peercom hold v1";
@@ -132,6 +152,8 @@ impl Body<'_> {
                 | Body::Hold { .. }
                 | Body::Forward { .. }
                 | Body::Reply { .. }
+                | Body::Allocate { .. }
+                | Body::Join { .. }
         )
     }
 }

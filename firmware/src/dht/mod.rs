@@ -8,6 +8,7 @@ pub mod message;
 pub mod node;
 pub mod ratelimit;
 pub mod record;
+pub mod relay;
 pub mod rendezvous;
 pub mod routing;
 pub mod sim;

@@ -9,6 +9,7 @@ use super::lookup::{Kind, Lookup};
 use super::message::{self, Body, MAX_NODES, Msg, NODE6_LEN, Token};
 use super::ratelimit::RateLimiter;
 use super::record::{self, RecordBuf};
+use super::relay::{Relay, RelayConfig, RelayCounters, Ticket};
 use super::rendezvous::{Rendezvous, RendezvousConfig};
 use super::routing::{Entry, Insert, K, RoutingTable};
 use super::store::{Store, StoreResult};
@@ -52,6 +53,8 @@ pub struct NodeConfig {
     /// Housekeeping interval.
     pub tick: Duration,
     pub rendezvous: RendezvousConfig,
+    /// Relay for devices registered here (`peercom node --relay`); devices do not relay.
+    pub relay: Option<RelayConfig>,
 }
 
 impl Default for NodeConfig {
@@ -76,6 +79,7 @@ impl Default for NodeConfig {
             value_quorum: 3,
             tick: Duration::from_secs(30),
             rendezvous: RendezvousConfig::default(),
+            relay: None,
         }
     }
 }
@@ -134,6 +138,20 @@ pub enum DhtEvent {
     Unheld {
         key: [u8; 32],
     },
+    /// Our rendezvous node `via` relays, and a caller asked it for a pair under `ticket`:
+    /// `join` if the ticket is one of our sessions'.
+    RelayInvite {
+        via: SocketAddr,
+        ticket: Ticket,
+    },
+    /// Relay `via` made (or refused) the pair `ticket`; session packets sent to it reach the
+    /// other half for `secs` seconds at most.
+    Relaying {
+        via: SocketAddr,
+        ticket: Ticket,
+        ok: bool,
+        secs: u32,
+    },
 }
 
 pub const MAX_HOLDERS: usize = 4;
@@ -190,6 +208,8 @@ pub struct DhtCounters {
     pub forwards_refused: u64,
     pub replies_relayed: u64,
     pub replies_refused: u64,
+    /// Relay, as a node that relays.
+    pub relay: RelayCounters,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -337,6 +357,7 @@ pub struct Node {
     holds: Holds,
     /// Rendezvous nodes we sent a `Forward` to lately: only they may relay an answer to us.
     forwarded_via: [Option<(SocketAddr, Instant)>; FORWARDED_VIA],
+    relay: Option<Relay>,
 }
 
 const FORWARDED_VIA: usize = 16;
@@ -370,6 +391,7 @@ impl Node {
             rdv: Rendezvous::new(cfg.rendezvous),
             holds: Holds::default(),
             forwarded_via: [None; FORWARDED_VIA],
+            relay: cfg.relay.map(Relay::new),
             rng,
             cfg,
         }
@@ -380,7 +402,16 @@ impl Node {
     }
 
     pub fn counters(&self) -> DhtCounters {
-        self.counters
+        let mut c = self.counters;
+        if let Some(r) = &self.relay {
+            c.relay = r.counters();
+        }
+        c
+    }
+
+    /// Pairs this node relays for now.
+    pub fn relaying(&self, now: Instant) -> usize {
+        self.relay.as_ref().map_or(0, |r| r.active(now))
     }
 
     pub fn table(&self) -> &RoutingTable {
@@ -471,6 +502,13 @@ impl Node {
         if payload.len() > MAX_RELAYED {
             return;
         }
+        self.note_forwarded(now, via);
+        let msg = Msg { txid: self.rng.next_u32(), sender: self.id, body: Body::Forward { key, payload } };
+        self.send(via, &msg, MAX_DATAGRAM);
+    }
+
+    /// `via` may answer us (`Replied`, `Relaying`) for a while.
+    fn note_forwarded(&mut self, now: Instant, via: SocketAddr) {
         let slot = match self.forwarded_via.iter().position(|f| f.is_some_and(|(a, _)| a == via)) {
             Some(i) => i,
             None => {
@@ -479,8 +517,41 @@ impl Node {
             }
         };
         self.forwarded_via[slot] = Some((via, now));
-        let msg = Msg { txid: self.rng.next_u32(), sender: self.id, body: Body::Forward { key, payload } };
+    }
+
+    /// Asks `via`, a node holding `key`'s registration, to relay between us and that device;
+    /// `ticket` comes from our handshake with it. `Relaying` answers.
+    pub fn allocate(&mut self, now: Instant, via: SocketAddr, key: [u8; 32], ticket: Ticket) {
+        self.note_forwarded(now, via);
+        let msg = Msg { txid: self.rng.next_u32(), sender: self.id, body: Body::Allocate { key, ticket } };
         self.send(via, &msg, MAX_DATAGRAM);
+    }
+
+    /// Takes up our rendezvous node `via`'s invitation to the pair `ticket`.
+    pub fn join(&mut self, via: SocketAddr, ticket: Ticket) {
+        if !self.holds.is_rendezvous(&via) {
+            return;
+        }
+        let msg = Msg { txid: self.rng.next_u32(), sender: self.id, body: Body::Join { ticket } };
+        self.send(via, &msg, MAX_DATAGRAM);
+    }
+
+    /// A session packet (not a DHT message) for the relay: passed on, unchanged, to the other
+    /// half of `from`'s pair. False if this node does not relay for `from`.
+    pub fn relay_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) -> bool {
+        // Session packets only: handshake messages and data (`wire::PacketType`).
+        if !matches!(bytes.first(), Some(1..=3)) || bytes.len() > MAX_DATAGRAM {
+            return false;
+        }
+        let Some(to) = self.relay.as_mut().and_then(|r| r.route(now, from, bytes.len())) else { return false };
+        match self.tx.room() {
+            Some(room) => {
+                room[..bytes.len()].copy_from_slice(bytes);
+                self.tx.commit(to, bytes.len());
+            }
+            None => self.counters.dropped_tx_full += 1,
+        }
+        true
     }
 
     /// Answers a caller whose `Forward` came through our rendezvous node `via`.
@@ -693,6 +764,25 @@ impl Node {
             self.on_relayed(now, from, peer, matches!(msg.body, Body::Replied { .. }), payload);
             return;
         }
+        match msg.body {
+            // Only from our rendezvous nodes (invitations), or from nodes we asked (answers).
+            Body::Invite { ticket } if self.holds.is_rendezvous(&from) => {
+                self.push_event(DhtEvent::RelayInvite { via: from, ticket });
+                return;
+            }
+            Body::Relaying { ticket, ok, secs }
+                if self.holds.is_rendezvous(&from)
+                    || self.forwarded_via.iter().flatten().any(|(a, t)| *a == from && now < *t + FORWARD_ANSWER) =>
+            {
+                self.push_event(DhtEvent::Relaying { via: from, ticket, ok, secs });
+                return;
+            }
+            Body::Invite { .. } | Body::Relaying { .. } => {
+                self.counters.dropped_unsolicited += 1;
+                return;
+            }
+            _ => {}
+        }
         if msg.body.is_request() {
             if !self.limiter.allow(now, from.ip()) {
                 self.counters.dropped_rate += 1;
@@ -801,6 +891,20 @@ impl Node {
                 }
                 None => self.counters.forwards_refused += 1,
             },
+            Body::Allocate { key, ticket } => self.on_allocate(now, from, (msg.txid, req_len), key, ticket),
+            Body::Join { ticket } => {
+                let caller = self.relay.as_mut().and_then(|r| r.join(now, &ticket, from));
+                if let Some((caller, new)) = caller {
+                    let secs = self.relay.as_ref().map_or(0, |r| r.config().lifetime.as_secs() as u32);
+                    let body = Body::Relaying { ticket, ok: true, secs };
+                    // The callee is registered here (its address is proven), and the caller is
+                    // told once, in answer to its larger `Allocate`.
+                    self.reply(from, msg.txid, body, MAX_DATAGRAM);
+                    if new {
+                        self.reply(caller, msg.txid, body, MAX_DATAGRAM);
+                    }
+                }
+            }
             Body::Reply { to, payload } => {
                 if self.rdv.reply(now, from, to, req_len) {
                     self.counters.replies_relayed += 1;
@@ -811,6 +915,27 @@ impl Node {
                 }
             }
             _ => {}
+        }
+    }
+
+    /// A caller wants a relay to the device registered for `key`: invite the device (out of its
+    /// forwarding allowance), or refuse at once so the caller tries elsewhere.
+    fn on_allocate(&mut self, now: Instant, from: SocketAddr, req: (u32, usize), key: [u8; 32], ticket: Ticket) {
+        let (txid, req_len) = req;
+        let holder = match self.relay.is_some() {
+            true => self.rdv.forward(now, &key, from, req_len),
+            false => None,
+        };
+        let made = match (holder, self.relay.as_mut()) {
+            (Some(holder), Some(r)) => r.allocate(now, ticket, from, holder).then_some(holder),
+            _ => None,
+        };
+        match made {
+            // Smaller than the request: the ticket without the key.
+            Some(holder) => {
+                self.send(holder, &Msg { txid, sender: self.id, body: Body::Invite { ticket } }, req_len);
+            }
+            None => self.reply(from, txid, Body::Relaying { ticket, ok: false, secs: 0 }, req_len),
         }
     }
 

@@ -3,7 +3,9 @@
 //! so that after a restart it rejoins from its old neighbours even if no bootstrap node is up.
 use super::node_state;
 use crate::dht::id::NodeId;
+use crate::dht::message::PACKET_TYPE as DHT_PACKET;
 use crate::dht::node::{DhtEvent, Node, NodeConfig};
+use crate::dht::relay::RelayConfig;
 use crate::log;
 use crate::util::rng::Rng;
 use crate::wire::MAX_DATAGRAM;
@@ -16,6 +18,7 @@ pub struct NodeOptions {
     pub listen: SocketAddr,
     pub bootstrap: Vec<String>,
     pub state: Option<PathBuf>,
+    pub relay: Option<RelayConfig>,
 }
 
 const SAVE_EVERY: Duration = Duration::from_secs(300);
@@ -42,7 +45,8 @@ pub async fn run(o: NodeOptions) -> std::io::Result<()> {
     let id = state.id.unwrap_or_else(os_node_id);
     let unix = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let now = Instant::now();
-    let mut node = Node::new(id, NodeConfig::default(), Rng::from_os(), now, unix);
+    let cfg = NodeConfig { relay: o.relay, ..NodeConfig::default() };
+    let mut node = Node::new(id, cfg, Rng::from_os(), now, unix);
     node.seed(now, &state.nodes);
     let boot = super::driver::resolve_bootstrap("node", &o.bootstrap).await;
     node.bootstrap(now, &boot);
@@ -51,6 +55,14 @@ pub async fn run(o: NodeOptions) -> std::io::Result<()> {
         state.nodes.len(),
         boot.len()
     );
+    if let Some(r) = o.relay {
+        log!(
+            "node: relaying for devices registered here: up to {} calls, {} kbit/s and {} min each",
+            r.max_pairs,
+            r.rate / 125,
+            r.lifetime.as_secs() / 60
+        );
+    }
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut save = tokio::time::interval(SAVE_EVERY);
     save.tick().await;
@@ -88,7 +100,11 @@ pub async fn run(o: NodeOptions) -> std::io::Result<()> {
         tokio::select! {
             r = socket.recv_from(&mut buf) => {
                 if let Ok((n, from)) = r {
-                    node.handle_datagram(Instant::now(), from, &buf[..n]);
+                    let (now, bytes) = (Instant::now(), &buf[..n]);
+                    // Session packets are for the relay; anything else the node counts and drops.
+                    if bytes.first() == Some(&DHT_PACKET) || !node.relay_datagram(now, from, bytes) {
+                        node.handle_datagram(now, from, bytes);
+                    }
                 }
             }
             _ = sleep => node.handle_timeout(Instant::now()),
@@ -99,6 +115,13 @@ pub async fn run(o: NodeOptions) -> std::io::Result<()> {
                     "node: {} nodes in the routing table, {} records held; rx {} tx {} datagrams, {} dropped (rate), {} malformed",
                     node.table().len(), node.stored_records(), c.rx, c.tx, c.dropped_rate, c.dropped_malformed
                 );
+                if o.relay.is_some() {
+                    let r = c.relay;
+                    log!(
+                        "node: relay: {} calls now, {} paired in all, {} refused; {} packets ({} bytes) relayed, {} over the rate",
+                        node.relaying(Instant::now()), r.pairs_made, r.pairs_refused, r.relayed_packets, r.relayed_bytes, r.dropped_rate
+                    );
+                }
             }
             _ = rebootstrap.tick(), if node.table().is_empty() && !o.bootstrap.is_empty() => {
                 let boot = super::driver::resolve_bootstrap("node", &o.bootstrap).await;

@@ -77,6 +77,35 @@ pub struct Counters {
     pub dropped_events: u64,
 }
 
+/// How a session reaches its peer, worst first: a path is only left for a worse one when it has
+/// been silent for `PATH_STALE`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PathClass {
+    /// Through a relay node.
+    Relay,
+    /// A public address: the peer's own, its NAT's mapping (punched or port-mapped).
+    Direct,
+    /// A private, link-local, shared (CGN) or loopback address: the same network.
+    Lan,
+}
+
+/// A better path that has been silent this long is given up for a worse one that works.
+pub const PATH_STALE: Duration = Duration::from_secs(1);
+const MAX_RELAYS: usize = 4;
+/// Earlier addresses of a session's peer, probed while the session goes through a relay.
+const CANDIDATES: usize = 3;
+
+/// Proof of a completed handshake, shared by both sides only: a relay pairs two devices that
+/// present the same one (`dht::relay`).
+pub fn relay_ticket(hash: &[u8; 32]) -> [u8; 16] {
+    use blake2::{Blake2s256, Digest};
+    let d = Blake2s256::new().chain_update(b"peercom relay ticket v1").chain_update(hash).finalize();
+    let mut t = [0u8; 16];
+    t.copy_from_slice(&d[..16]);
+    t
+}
+
 const INIT_LEN: usize = 6 + INIT_NOISE_LEN;
 const RESP_LEN: usize = 10 + RESP_NOISE_LEN;
 
@@ -95,6 +124,7 @@ enum State {
         /// retransmitted message 1 without a second handshake.
         resp: Option<([u8; 32], [u8; RESP_LEN])>,
         confirmed: bool,
+        ticket: [u8; 16],
     },
 }
 
@@ -111,6 +141,11 @@ struct Slot {
     state: State,
     created: Instant,
     last_rx: Instant,
+    /// When an authenticated packet last came straight from `addr`; None until one has (a
+    /// handshake, or a packet passed on by a rendezvous node, does not prove the path).
+    addr_rx: Option<Instant>,
+    /// Other addresses the peer had: probed for a direct path while we go through a relay.
+    cands: [Option<SocketAddr>; CANDIDATES],
     /// Armed when a message arrives, cancelled by anything we send (WireGuard's passive
     /// keepalive): the peer learns we are alive even when we have nothing to say.
     keepalive_due: Option<Instant>,
@@ -142,6 +177,7 @@ pub struct Endpoint {
     /// Decrypted plaintext of the last data packet; media plaintexts stay here for `take_media`.
     plain: Box<[u8; MAX_DATAGRAM]>,
     media: Option<(DeviceId, usize)>,
+    relays: [Option<SocketAddr>; MAX_RELAYS],
 }
 
 impl Endpoint {
@@ -157,6 +193,7 @@ impl Endpoint {
             unknown_log: RateLimit::new(cfg.unknown_log_window),
             plain: Box::new([0; MAX_DATAGRAM]),
             media: None,
+            relays: [None; MAX_RELAYS],
             cfg,
         }
     }
@@ -187,6 +224,53 @@ impl Endpoint {
     /// Where the session to `peer` sends now (it follows the peer when it roams).
     pub fn peer_addr(&self, peer: &DeviceId) -> Option<SocketAddr> {
         self.best(peer).and_then(|i| self.slots[i].as_ref()).map(|s| s.addr)
+    }
+
+    /// What kind of path the session to `peer` uses now.
+    pub fn path_class(&self, peer: &DeviceId) -> Option<PathClass> {
+        self.best(peer).and_then(|i| self.slots[i].as_ref()).map(|s| self.class(&s.addr))
+    }
+
+    /// An authenticated packet came straight from the session's address within `PATH_STALE`.
+    pub fn path_works(&self, now: Instant, peer: &DeviceId) -> bool {
+        let slot = self.best(peer).and_then(|i| self.slots[i].as_ref());
+        slot.and_then(|s| s.addr_rx).is_some_and(|t| now < t + PATH_STALE)
+    }
+
+    /// `addr` is a relay node: packets from it are passed on from the peer, and a path through
+    /// it is the last choice.
+    pub fn add_relay(&mut self, addr: SocketAddr) {
+        if !self.relays.contains(&Some(addr)) {
+            self.relays.rotate_right(1);
+            self.relays[0] = Some(addr);
+        }
+    }
+
+    /// The relay ticket of our session with `peer` (established, confirmed or not).
+    pub fn ticket(&self, peer: &DeviceId) -> Option<[u8; 16]> {
+        let of = |s: &Slot| match &s.state {
+            State::Established { ticket, .. } => Some(*ticket),
+            _ => None,
+        };
+        let best = self.best(peer).and_then(|i| self.slots[i].as_ref()).and_then(of);
+        best.or_else(|| self.slots.iter().flatten().filter(|s| s.peer == *peer).find_map(of))
+    }
+
+    /// The peer whose session has `ticket`.
+    pub fn peer_of_ticket(&self, ticket: &[u8; 16]) -> Option<DeviceId> {
+        self.slots.iter().flatten().find_map(|s| match &s.state {
+            State::Established { ticket: t, .. } if t == ticket => Some(s.peer),
+            _ => None,
+        })
+    }
+
+    /// Sends a keepalive to each earlier address of `peer` (looking for a direct path while we
+    /// go through a relay; both sides doing it punches consistent NATs).
+    pub fn probe_candidates(&mut self, now: Instant, peer: &DeviceId) {
+        let Some(cands) = self.best(peer).and_then(|i| self.slots[i].as_ref()).map(|s| s.cands) else { return };
+        for a in cands.into_iter().flatten() {
+            self.probe(now, peer, a);
+        }
     }
 
     /// When anything was last heard from `peer` on any session.
@@ -243,6 +327,8 @@ impl Endpoint {
             state,
             created: now,
             last_rx: now,
+            addr_rx: None,
+            cands: [None; CANDIDATES],
             keepalive_due: None,
             confirmed_at: None,
         };
@@ -368,14 +454,26 @@ impl Endpoint {
     }
 
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
+        self.handle(now, from, true, bytes);
+    }
+
+    /// A datagram `from` sent that reached us another way (passed on by a rendezvous node): it
+    /// may move a session to `from`, but does not prove that path works.
+    pub fn handle_relayed(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
+        self.handle(now, from, false, bytes);
+    }
+
+    fn handle(&mut self, now: Instant, from: SocketAddr, direct: bool, bytes: &[u8]) {
         self.media = None;
         self.counters.rx_packets += 1;
         match Packet::decode(bytes) {
             Err(_) => self.counters.dropped_malformed += 1,
             Ok(Packet::HandshakeInit { sender, noise }) => self.on_init(now, from, sender, noise),
-            Ok(Packet::HandshakeResp { sender, receiver, noise }) => self.on_resp(now, from, sender, receiver, noise),
+            Ok(Packet::HandshakeResp { sender, receiver, noise }) => {
+                self.on_resp(now, from, direct, (sender, receiver), noise)
+            }
             Ok(Packet::Data { receiver, epoch, counter, header, ciphertext }) => {
-                self.on_data(now, from, receiver, epoch, counter, header, ciphertext)
+                self.on_data(now, (from, direct), receiver, epoch, counter, header, ciphertext)
             }
         }
     }
@@ -432,19 +530,23 @@ impl Endpoint {
             local_idx,
             remote_idx: sender,
             state: State::Established {
+                ticket: relay_ticket(&keys.hash),
                 transport: self.transport(keys, now),
                 resp: Some((e, packet)),
                 confirmed: false,
             },
             created: now,
             last_rx: now,
+            addr_rx: None,
+            cands: [None; CANDIDATES],
             keepalive_due: None,
             confirmed_at: None,
         };
         self.insert(slot);
     }
 
-    fn on_resp(&mut self, now: Instant, from: SocketAddr, sender: u32, receiver: u32, noise: &[u8]) {
+    fn on_resp(&mut self, now: Instant, from: SocketAddr, direct: bool, ids: (u32, u32), noise: &[u8]) {
+        let (sender, receiver) = ids;
         let Some(i) = self.find(receiver) else {
             self.counters.dropped_unknown_session += 1;
             return;
@@ -460,8 +562,10 @@ impl Endpoint {
         };
         match hs.finish(noise) {
             Ok(keys) => {
-                slot.state = State::Established { transport: self.transport(keys, now), resp: None, confirmed: true };
-                slot.addr = from;
+                let ticket = relay_ticket(&keys.hash);
+                slot.state =
+                    State::Established { transport: self.transport(keys, now), resp: None, confirmed: true, ticket };
+                self.move_path(&mut slot, now, from, direct);
                 slot.remote_idx = sender;
                 slot.last_rx = now;
                 slot.confirmed_at = Some(now);
@@ -493,7 +597,7 @@ impl Endpoint {
     fn on_data(
         &mut self,
         now: Instant,
-        from: SocketAddr,
+        (from, direct): (SocketAddr, bool),
         receiver: u32,
         epoch: u8,
         counter: u64,
@@ -504,38 +608,18 @@ impl Endpoint {
             self.counters.dropped_unknown_session += 1;
             return;
         };
-        let Some(slot) = self.slots[i].as_mut() else { return };
-        let State::Established { transport, confirmed, resp } = &mut slot.state else {
-            self.counters.dropped_unknown_session += 1;
-            return;
-        };
-        let plain = &mut self.plain[..];
-        let n = match transport.open(epoch, counter, header, ct, plain) {
-            Ok(n) => n,
-            Err(e) => {
-                match e {
-                    OpenError::Duplicate => self.counters.dropped_replay += 1,
-                    OpenError::TooOld => self.counters.dropped_too_old += 1,
-                    OpenError::Auth | OpenError::Epoch | OpenError::Size => self.counters.dropped_auth += 1,
-                }
-                return;
-            }
-        };
-        slot.last_rx = now;
-        // Roaming: an authenticated packet from a new address moves the session there.
-        slot.addr = from;
-        let peer = slot.peer;
-        let newly_confirmed = !*confirmed;
-        if newly_confirmed {
-            *confirmed = true;
-            *resp = None;
-            slot.confirmed_at = Some(now);
-        }
-        let kind = PlainKind::of(&plain[..n]);
-        let msg = if kind == Some(PlainKind::Signal) { Message::decode(&plain[..n]) } else { None };
+        let Some(mut slot) = self.slots[i].take() else { return };
+        let r = self.on_data_in(now, &mut slot, (from, direct), epoch, counter, header, ct);
+        self.slots[i] = Some(slot);
+        let Some((peer, n, newly_confirmed)) = r else { return };
+        let kind = PlainKind::of(&self.plain[..n]);
+        let msg = if kind == Some(PlainKind::Signal) { Message::decode(&self.plain[..n]) } else { None };
         let substantive =
             matches!(msg, Some(m) if m != Message::Keepalive) || matches!(kind, Some(k) if k != PlainKind::Signal);
-        if substantive && slot.keepalive_due.is_none() {
+        if let Some(slot) = self.slots[i].as_mut()
+            && substantive
+            && slot.keepalive_due.is_none()
+        {
             slot.keepalive_due = Some(now + self.cfg.keepalive);
         }
         if newly_confirmed {
@@ -546,6 +630,88 @@ impl Endpoint {
             (Some(PlainKind::Signal), Some(m)) => self.push_event(SessionEvent::Message(peer, m)),
             (Some(PlainKind::Video | PlainKind::Audio | PlainKind::Feedback), _) => self.media = Some((peer, n)),
             _ => self.counters.dropped_malformed += 1,
+        }
+    }
+
+    /// Opens a data packet on `slot`: (peer, plaintext length, newly confirmed).
+    #[allow(clippy::too_many_arguments)]
+    fn on_data_in(
+        &mut self,
+        now: Instant,
+        slot: &mut Slot,
+        (from, direct): (SocketAddr, bool),
+        epoch: u8,
+        counter: u64,
+        header: &[u8],
+        ct: &[u8],
+    ) -> Option<(DeviceId, usize, bool)> {
+        let State::Established { transport, confirmed, resp, .. } = &mut slot.state else {
+            self.counters.dropped_unknown_session += 1;
+            return None;
+        };
+        let n = match transport.open(epoch, counter, header, ct, &mut self.plain[..]) {
+            Ok(n) => n,
+            Err(e) => {
+                match e {
+                    OpenError::Duplicate => self.counters.dropped_replay += 1,
+                    OpenError::TooOld => self.counters.dropped_too_old += 1,
+                    OpenError::Auth | OpenError::Epoch | OpenError::Size => self.counters.dropped_auth += 1,
+                }
+                return None;
+            }
+        };
+        let newly_confirmed = !*confirmed;
+        if newly_confirmed {
+            *confirmed = true;
+            *resp = None;
+            slot.confirmed_at = Some(now);
+        }
+        slot.last_rx = now;
+        self.move_path(slot, now, from, direct);
+        Some((slot.peer, n, newly_confirmed))
+    }
+
+    fn class(&self, addr: &SocketAddr) -> PathClass {
+        if self.relays.contains(&Some(*addr)) {
+            return PathClass::Relay;
+        }
+        let lan = match addr.ip() {
+            std::net::IpAddr::V4(ip) => {
+                let o = ip.octets();
+                // RFC 1918, link-local, loopback, and RFC 6598 shared space (same carrier NAT).
+                ip.is_private() || ip.is_link_local() || ip.is_loopback() || (o[0] == 100 && o[1] & 0xc0 == 64)
+            }
+            std::net::IpAddr::V6(ip) => {
+                let s = ip.segments()[0];
+                ip.is_loopback() || s & 0xfe00 == 0xfc00 || s & 0xffc0 == 0xfe80
+            }
+        };
+        if lan { PathClass::Lan } else { PathClass::Direct }
+    }
+
+    /// Roaming, as WireGuard does it (an authenticated packet from a new address moves the
+    /// session there), except that a path is not left for a worse class while it still works.
+    fn move_path(&self, slot: &mut Slot, now: Instant, from: SocketAddr, direct: bool) {
+        if from == slot.addr {
+            if direct {
+                slot.addr_rx = Some(now);
+            }
+            return;
+        }
+        let proven = slot.addr_rx.is_some_and(|t| now < t + PATH_STALE);
+        if proven && self.class(&from) < self.class(&slot.addr) {
+            return;
+        }
+        let old = slot.addr;
+        if self.class(&old) != PathClass::Relay && !slot.cands.contains(&Some(old)) {
+            slot.cands.rotate_right(1);
+            slot.cands[0] = Some(old);
+        }
+        slot.addr = from;
+        slot.addr_rx = direct.then_some(now);
+        // Answer at once on the new path, so the peer learns it works too.
+        if direct {
+            slot.keepalive_due = Some(now);
         }
     }
 

@@ -31,6 +31,16 @@ pub struct Initiator(Box<HandshakeState>);
 pub struct TransportKeys {
     pub send: [u8; 32],
     pub recv: [u8; 32],
+    /// The handshake hash: the same on both sides, known to nobody else.
+    pub hash: [u8; 32],
+}
+
+fn hash_of(hs: &HandshakeState) -> [u8; 32] {
+    let mut h = [0u8; 32];
+    let src = hs.get_handshake_hash();
+    let n = src.len().min(32);
+    h[..n].copy_from_slice(&src[..n]);
+    h
 }
 
 /// Starts a handshake to `peer`; writes message 1 into `out` and returns its length.
@@ -51,8 +61,9 @@ impl Initiator {
         if !self.0.is_handshake_finished() {
             return Err(HsError::Noise);
         }
+        let hash = hash_of(&self.0);
         let (k1, k2) = self.0.dangerously_get_raw_split();
-        Ok(TransportKeys { send: k1, recv: k2 })
+        Ok(TransportKeys { send: k1, recv: k2, hash })
     }
 }
 
@@ -82,8 +93,9 @@ impl Responder {
     /// Writes message 2 into `out`; returns its length and the transport keys.
     pub fn accept(mut self, out: &mut [u8]) -> Result<(usize, TransportKeys), HsError> {
         let n = self.hs.write_message(&[], out)?;
+        let hash = hash_of(&self.hs);
         let (k1, k2) = self.hs.dangerously_get_raw_split();
-        Ok((n, TransportKeys { send: k2, recv: k1 }))
+        Ok((n, TransportKeys { send: k2, recv: k1, hash }))
     }
 }
 
@@ -107,6 +119,8 @@ mod tests {
         assert_eq!(ka.send, kb.recv);
         assert_eq!(ka.recv, kb.send);
         assert_ne!(ka.send, ka.recv);
+        assert_eq!(ka.hash, kb.hash);
+        assert_ne!(ka.hash, [0; 32]);
     }
 
     #[test]

@@ -5,6 +5,6 @@ mod handshake;
 mod replay;
 mod transport;
 
-pub use endpoint::{Counters, Endpoint, EndpointConfig, SessionEvent};
+pub use endpoint::{Counters, Endpoint, EndpointConfig, PATH_STALE, PathClass, SessionEvent};
 pub use replay::ReplayWindow;
 pub use transport::{EPOCH_PACKETS, MAX_PLAINTEXT, Transport};

@@ -176,10 +176,14 @@ impl SimNet {
     /// Starts device `n`'s DHT (through the devices `bootstrap`) and, if its config allows, LAN
     /// beacons, which the simulator delivers to every other device (one LAN).
     pub fn start_network(&mut self, node: usize, n: u8, bootstrap: &[usize]) {
+        self.start_network_with(node, n, bootstrap, crate::dht::node::NodeConfig::default());
+    }
+
+    /// `start_network` with a DHT node configuration (e.g. one that relays).
+    pub fn start_network_with(&mut self, node: usize, n: u8, bootstrap: &[usize], cfg: crate::dht::node::NodeConfig) {
         let now = self.now;
         let boot: Vec<SocketAddr> = bootstrap.iter().map(|&b| self.nodes[b].addr).collect();
         let addr = self.nodes[node].addr;
-        let cfg = crate::dht::node::NodeConfig::default();
         self.nodes[node].device.start_network(now, crate::dht::sim::UNIX_START, key(n), addr, &boot, cfg);
         self.drain(node);
     }

@@ -1,6 +1,8 @@
 //! The device core: one sans-IO state machine per device that joins the session endpoint, the
 //! call machine and the owner's contacts. Drivers (the tokio runtime, the simulator) feed it
 //! datagrams, commands and timeouts, and drain `poll_transmit`, `poll_event` and `poll_timeout`.
+mod relay;
+
 use crate::call::{CallEvent, CallInput, CallMachine, CallOutput, CommandError, Outcome, Phase};
 use crate::config::{Config, Contact};
 use crate::dht::announce::{self, Announcer};
@@ -208,6 +210,7 @@ pub struct Device {
     whereabouts: Vec<Whereabouts>,
     resolving: Vec<Resolving>,
     punches: Vec<Punch>,
+    fallbacks: Vec<relay::Fallback>,
     /// When the current call's path was last repaired (`repair_path`).
     repaired: Option<Instant>,
     reflexive: [Option<SocketAddr>; MAX_REFLEXIVE],
@@ -274,6 +277,7 @@ impl Device {
             whereabouts,
             resolving: Vec::with_capacity(MAX_RESOLVING),
             punches: Vec::with_capacity(MAX_RESOLVING),
+            fallbacks: Vec::with_capacity(MAX_RESOLVING),
             repaired: None,
             reflexive: [None; MAX_REFLEXIVE],
             nat: NatClassifier::new(SocketAddr::from(([0, 0, 0, 0], 0))),
@@ -456,6 +460,12 @@ impl Device {
                 }
                 Ok(())
             }
+            // Session packets between two devices this node relays for.
+            Input::Datagram { from, bytes }
+                if self.dht.as_mut().is_some_and(|d| d.relay_datagram(now, from, bytes)) =>
+            {
+                Ok(())
+            }
             Input::Datagram { from, bytes } => {
                 self.endpoint.handle_datagram(now, from, bytes);
                 if let Some((peer, plain)) = self.endpoint.take_media() {
@@ -482,6 +492,7 @@ impl Device {
                     l.handle_timeout(now);
                 }
                 self.punch_timeout(now);
+                self.fallback_timeout(now);
                 self.repair_path(now);
                 if let Some(s) = self.stun.as_mut()
                     && s.poll_timeout().is_some_and(|t| t <= now)
@@ -529,10 +540,22 @@ impl Device {
         let punch = self.punches.iter().map(|p| p.next).min();
         let repair = self.repair_due();
         let stun = self.stun.as_ref().and_then(|s| s.poll_timeout());
-        [self.endpoint.poll_timeout(), self.call.poll_timeout(), media, dht, lan, announce, punch, repair, stun]
-            .into_iter()
-            .flatten()
-            .min()
+        let fallback = self.fallback_due();
+        [
+            self.endpoint.poll_timeout(),
+            self.call.poll_timeout(),
+            media,
+            dht,
+            lan,
+            announce,
+            punch,
+            repair,
+            stun,
+            fallback,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     fn command(&mut self, now: Instant, cmd: Command) -> Result<(), DeviceError> {
@@ -586,6 +609,9 @@ impl Device {
                 let input = match ev {
                     SessionEvent::Established(p) => {
                         self.want(&p, false);
+                        if let Some(punch) = self.punches.iter().find(|x| x.device == p).copied() {
+                            self.arm_fallback(now, p, punch.key, punch.via);
+                        }
                         CallInput::SessionUp(p)
                     }
                     SessionEvent::Failed(p) => {
@@ -699,6 +725,7 @@ impl Device {
                     self.punch(now, key, holders);
                     if device.is_some() && device == self.media_peer {
                         self.reach_again(now, key, holders);
+                        self.refresh_fallback(now, key, holders);
                     }
                 }
                 DhtEvent::NotFound { lookup, .. } => self.on_record(now, lookup, None),
@@ -711,6 +738,8 @@ impl Device {
                     }
                 }
                 DhtEvent::Reflexive { addr, reporter } => self.on_reflexive(now, reporter, addr),
+                DhtEvent::RelayInvite { via, ticket } => self.on_relay_invite(via, ticket),
+                DhtEvent::Relaying { via, ticket, ok, .. } => self.on_relaying(now, via, ticket, ok),
                 DhtEvent::Published { stored_at, .. } => self.push_event(DeviceEvent::Announced { stored_at }),
                 DhtEvent::Closest { .. } => {}
             }
@@ -833,7 +862,7 @@ impl Device {
         if !ok {
             return;
         }
-        self.endpoint.handle_datagram(now, peer, payload);
+        self.endpoint.handle_relayed(now, peer, payload);
         if replied {
             return;
         }
