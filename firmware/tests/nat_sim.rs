@@ -225,3 +225,118 @@ fn devices_learn_their_nat_class_from_dht_peers() {
         }
     }
 }
+
+/// Two port-restricted homes whose direct path fails at first (a firewall between them): the
+/// call goes through a relay, both sides keep probing, and when the direct path opens the call
+/// moves to it; when it fails again, back to the relay. The call never drops.
+#[test]
+fn a_relayed_call_moves_to_a_direct_path_when_one_appears_and_back_when_it_breaks() {
+    let Homes { mut net, a, b, nat_a, nat_b } =
+        homes(21, Some(NatKind::PortRestricted), Some(NatKind::PortRestricted), false);
+    let (pa, pb) = (IpAddr::V4(net.nats[nat_a.unwrap()].public), IpAddr::V4(net.nats[nat_b.unwrap()].public));
+    net.cut.push((pa, pb));
+    let t0 = net.elapsed();
+    net.command(a, Command::Press(1)).unwrap();
+    net.run_for(2000 * MS);
+    let (ida, idb) = (net.id(a), net.id(b));
+    let connected = net.nodes[a].events.iter().find_map(|(t, e)| match e {
+        DeviceEvent::Call(CallEvent::Connected { .. }) => Some(*t - t0),
+        _ => None,
+    });
+    let connected = connected.expect("the call connects through the relay");
+    assert!(connected < 2000 * MS, "{connected:?}");
+    let class = |net: &SimNet| (net.nodes[a].device.path_class(&idb), net.nodes[b].device.path_class(&ida));
+    assert_eq!(class(&net), (Some(PathClass::Relay), Some(PathClass::Relay)));
+    let relay = net.nodes[a].device.relay_of(&idb).expect("a relay");
+    eprintln!("connected through relay {relay} after {} ms", connected.as_millis());
+
+    // The firewall opens: both sides probe every second, so direct within ~2 s.
+    net.cut.clear();
+    let t1 = net.elapsed();
+    let mut direct = None;
+    for _ in 0..60 {
+        net.run_for(50 * MS);
+        if class(&net) == (Some(PathClass::Direct), Some(PathClass::Direct)) {
+            direct = Some(net.elapsed() - t1);
+            break;
+        }
+    }
+    let direct = direct.expect("the call moved to the direct path");
+    assert!(direct <= 2500 * MS, "{direct:?}");
+    assert_eq!(net.nodes[a].device.path_to(&idb).map(|p| p.ip()), Some(pb));
+    eprintln!("moved to the direct path {} ms after it opened", direct.as_millis());
+
+    // And back to the relay when the direct path fails.
+    net.cut.push((pa, pb));
+    let t2 = net.elapsed();
+    let mut back = None;
+    for _ in 0..60 {
+        net.run_for(50 * MS);
+        if class(&net) == (Some(PathClass::Relay), Some(PathClass::Relay)) {
+            back = Some(net.elapsed() - t2);
+            break;
+        }
+    }
+    let back = back.expect("back on the relay");
+    assert!(back <= 2500 * MS, "{back:?}");
+    eprintln!("back on the relay {} ms after the direct path broke", back.as_millis());
+    net.run_for(10_000 * MS);
+    assert_eq!(net.nodes[a].device.phase(), Phase::InCall);
+    assert_eq!(net.nodes[b].device.phase(), Phase::InCall);
+    assert!(net.outcomes(a).is_empty() && net.outcomes(b).is_empty(), "the call never ended");
+}
+
+/// Point 8 for relays: a pair needs the registered device to join with the ticket of a
+/// handshake it completed, so a stranger gets no pair (and no relayed byte); a relay never sends
+/// more session bytes than it received, each one passed on unchanged.
+#[test]
+fn a_relay_pairs_only_devices_that_completed_a_handshake_and_never_amplifies() {
+    use peercom::dht::id::NodeId;
+    use peercom::dht::message::{Body, Msg};
+    let Homes { mut net, a, b, .. } = homes(31, Some(NatKind::Symmetric), Some(NatKind::Symmetric), false);
+    net.command(a, Command::Press(1)).unwrap();
+    net.run_for(3000 * MS);
+    let idb = net.id(b);
+    assert_eq!(net.nodes[a].device.phase(), Phase::InCall);
+    let relay = net.nodes[a].device.relay_of(&idb).expect("relayed");
+    let r = net.nodes.iter().position(|n| n.addr == relay).unwrap();
+    let made = |net: &SimNet| net.nodes[r].device.status().network.dht.unwrap().relay.pairs_made;
+    assert_eq!(made(&net), 1);
+
+    let stranger: SocketAddr = "203.0.113.5:4000".parse().unwrap();
+    let unix = peercom::dht::sim::UNIX_START + net.elapsed().as_secs();
+    let key_b = peercom::dht::announce::lookup_keys(&idb, unix)[0].unwrap();
+    let mut buf = [0u8; 1200];
+    let mut send = |net: &mut SimNet, body: Body<'_>| {
+        let n = Msg { txid: 9, sender: NodeId([0x55; 32]), body }.encode(&mut buf).unwrap();
+        net.inject(r, stranger, &buf[..n]);
+        n
+    };
+    let from = net.wire.len();
+    // A made-up ticket for a registered device: B is invited, but does not join.
+    send(&mut net, Body::Allocate { key: key_b, ticket: [7; 16] });
+    // A key nobody registered here: refused at once, in fewer bytes than were asked with.
+    let asked = send(&mut net, Body::Allocate { key: [1; 32], ticket: [7; 16] });
+    net.run_for(1000 * MS);
+    // And session packets from the stranger are not passed on.
+    let fake = [3u8; 100];
+    net.inject(r, stranger, &fake);
+    net.run_for(100 * MS);
+    assert_eq!(made(&net), 1, "no pair for the stranger");
+    let to_stranger: Vec<_> = net.wire[from..].iter().filter(|s| s.to == stranger).collect();
+    assert_eq!(to_stranger.len(), 1, "one refusal");
+    let Ok(Msg { body: Body::Relaying { ok: false, .. }, .. }) = Msg::decode(&to_stranger[0].bytes) else {
+        panic!("{:?}", to_stranger[0].bytes)
+    };
+    assert!(to_stranger[0].bytes.len() <= asked);
+    assert!(!net.wire[from..].iter().any(|s| s.from == relay && s.bytes == fake), "nothing relayed");
+
+    // Over the whole call: what the relay passed on is what it got, byte for byte.
+    let session = |s: &&peercom::sim::Sent| matches!(s.bytes.first(), Some(1..=3));
+    let into: Vec<&Vec<u8>> = net.wire.iter().filter(|s| s.to == relay).filter(session).map(|s| &s.bytes).collect();
+    let out: Vec<&Vec<u8>> = net.wire.iter().filter(|s| s.from == relay).filter(session).map(|s| &s.bytes).collect();
+    assert!(out.len() > 20, "the call went through the relay: {}", out.len());
+    let bytes = |v: &[&Vec<u8>]| v.iter().map(|b| b.len()).sum::<usize>();
+    assert!(bytes(&out) <= bytes(&into), "{} out, {} in", bytes(&out), bytes(&into));
+    assert!(out.iter().all(|o| into.contains(o)), "every relayed datagram is one received, unchanged");
+}

@@ -1083,4 +1083,77 @@ mod tests {
         b.send(t0, &a.id(), &Message::Ringing { call: 5 });
         assert_eq!(drain(&mut b)[0].0, addr(77));
     }
+
+    fn public(n: u8) -> SocketAddr {
+        SocketAddr::from(([198, 51, 100, n], 7600))
+    }
+
+    /// A packet from A, sealed now, to hand to B from some address.
+    fn from_a(a: &mut Endpoint, b: &DeviceId, now: Instant) -> Vec<u8> {
+        a.send(now, b, &Message::Ringing { call: 1 });
+        drain(a).remove(0).1
+    }
+
+    #[test]
+    fn a_working_path_is_not_left_for_a_worse_one_until_it_goes_quiet() {
+        let t0 = Instant::now();
+        let (mut a, mut b) = established(t0);
+        let (ida, idb) = (a.id(), b.id());
+        let relay = public(9);
+        b.add_relay(relay);
+        // B hears A on the LAN.
+        let p = from_a(&mut a, &idb, t0);
+        b.handle_datagram(t0, addr(1), &p);
+        assert_eq!((b.path_class(&ida), b.path_works(t0, &ida)), (Some(PathClass::Lan), true));
+        // The same peer, authenticated, through the relay and from a public address: the LAN
+        // path works, so it stays.
+        for from in [relay, public(1)] {
+            let p = from_a(&mut a, &idb, t0 + 100 * MS);
+            b.handle_datagram(t0 + 100 * MS, from, &p);
+            assert_eq!(b.peer_addr(&ida), Some(addr(1)), "{from}");
+        }
+        // The LAN goes quiet for PATH_STALE: the relay takes over, and B answers through it at
+        // once so that A moves too.
+        let late = t0 + PATH_STALE + MS;
+        drain(&mut b);
+        let p = from_a(&mut a, &idb, late);
+        b.handle_datagram(late, relay, &p);
+        assert_eq!((b.peer_addr(&ida), b.path_class(&ida)), (Some(relay), Some(PathClass::Relay)));
+        b.handle_timeout(late);
+        assert_eq!(drain(&mut b).iter().map(|d| d.0).collect::<Vec<_>>(), [relay]);
+        // A better path that works wins at once, and the relay is not a candidate to probe.
+        let p = from_a(&mut a, &idb, late + MS);
+        b.handle_datagram(late + MS, public(1), &p);
+        assert_eq!(b.path_class(&ida), Some(PathClass::Direct));
+        b.probe_candidates(late + 2 * MS, &ida);
+        assert_eq!(drain(&mut b).iter().map(|d| d.0).collect::<Vec<_>>(), [addr(1)]);
+    }
+
+    #[test]
+    fn a_packet_passed_on_by_a_rendezvous_node_moves_the_path_but_does_not_prove_it() {
+        let t0 = Instant::now();
+        let (mut a, mut b) = established(t0);
+        let (ida, idb) = (a.id(), b.id());
+        // A roamed: its LAN address has been quiet, its keepalive comes through a node.
+        let t1 = t0 + PATH_STALE;
+        let p = from_a(&mut a, &idb, t1);
+        b.handle_relayed(t1, public(1), &p);
+        assert_eq!(b.peer_addr(&ida), Some(public(1)));
+        assert!(!b.path_works(t1, &ida));
+        let p = from_a(&mut a, &idb, t1 + MS);
+        b.handle_datagram(t1 + MS, public(1), &p);
+        assert!(b.path_works(t1 + MS, &ida));
+    }
+
+    #[test]
+    fn both_sides_and_only_they_share_the_relay_ticket() {
+        let t0 = Instant::now();
+        let (a, b) = established(t0);
+        let (ta, tb) = (a.ticket(&b.id()).unwrap(), b.ticket(&a.id()).unwrap());
+        assert_eq!(ta, tb);
+        assert_eq!(b.peer_of_ticket(&ta), Some(a.id()));
+        let (c, d) = established(t0);
+        assert_ne!(c.ticket(&d.id()), Some(ta), "a new handshake between the same devices: a new ticket");
+        assert_eq!(b.peer_of_ticket(&[0; 16]), None);
+    }
 }

@@ -58,6 +58,8 @@ pub struct SimNet {
     pub record: bool,
     /// Everything sent in this window of elapsed time is lost (a burst loss).
     pub blackout: Option<(Duration, Duration)>,
+    /// Datagrams between these two IP addresses (either way) are lost: a path that fails.
+    pub cut: Vec<(IpAddr, IpAddr)>,
     pub nats: Vec<Nat>,
     inflight: BinaryHeap<InFlight>,
     seq: u64,
@@ -112,6 +114,7 @@ impl SimNet {
             wire: Vec::new(),
             record: true,
             blackout: None,
+            cut: Vec::new(),
             nats: Vec::new(),
             inflight: BinaryHeap::new(),
             seq: 0,
@@ -280,6 +283,9 @@ impl SimNet {
                 continue;
             }
             if self.blackout.is_some_and(|(a, b)| at >= a && at < b) {
+                continue;
+            }
+            if self.cut.iter().any(|&(a, b)| (a, b) == (from.ip(), to.ip()) || (b, a) == (from.ip(), to.ip())) {
                 continue;
             }
             self.seq += 1;
