@@ -146,10 +146,19 @@ pub struct NetworkStatus {
     pub nat: NatClass,
     /// Our public addresses, newest first.
     pub public: Vec<String>,
+    /// How the current call's packets go, while there is one.
+    pub path: Option<CallPath>,
     pub lan_discovery: bool,
     /// Contact devices heard on the LAN in the last minute.
     pub lan_contacts: usize,
     pub dht: Option<DhtCounters>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CallPath {
+    /// Where our packets go: the peer's address, or the relay's.
+    pub addr: String,
+    pub class: crate::session::PathClass,
 }
 
 /// Where a contact's device was last seen.
@@ -428,6 +437,10 @@ impl Device {
                 announced: self.announcer.iter().flat_map(|a| a.addrs()).map(|a| a.to_string()).collect(),
                 nat: self.nat.class(),
                 public: self.nat.public_addrs().map(|a| a.to_string()).collect(),
+                path: self.media_peer.and_then(|p| {
+                    let (addr, class) = (self.endpoint.peer_addr(&p)?, self.endpoint.path_class(&p)?);
+                    Some(CallPath { addr: addr.to_string(), class })
+                }),
                 lan_discovery: self.lan.is_some(),
                 lan_contacts: self
                     .whereabouts
