@@ -46,6 +46,10 @@ struct Homes {
 /// A behind `a`, B behind `b` (None: a public address), 6 public DHT nodes, which relay;
 /// 25 ms each way. Everyone has joined and announced when this returns.
 fn homes(seed: u64, a: Option<NatKind>, b: Option<NatKind>, same_router: bool) -> Homes {
+    homes_with(seed, a, b, same_router, RelayConfig::default())
+}
+
+fn homes_with(seed: u64, a: Option<NatKind>, b: Option<NatKind>, same_router: bool, relay: RelayConfig) -> Homes {
     let mut net = SimNet::new(seed);
     net.latency = 25 * MS;
     let mut nodes = Vec::new();
@@ -68,7 +72,7 @@ fn homes(seed: u64, a: Option<NatKind>, b: Option<NatKind>, same_router: bool) -
     nodes.push((ia, 1));
     nodes.push((ib, 2));
     let boot = nodes[0].0;
-    let relay = NodeConfig { relay: Some(RelayConfig::default()), ..NodeConfig::default() };
+    let relay = NodeConfig { relay: Some(relay), ..NodeConfig::default() };
     for (i, n) in nodes {
         let cfg = if n >= 10 { relay } else { NodeConfig::default() };
         net.start_network_with(i, n, &[boot], cfg);
@@ -339,4 +343,23 @@ fn a_relay_pairs_only_devices_that_completed_a_handshake_and_never_amplifies() {
     let bytes = |v: &[&Vec<u8>]| v.iter().map(|b| b.len()).sum::<usize>();
     assert!(bytes(&out) <= bytes(&into), "{} out, {} in", bytes(&out), bytes(&into));
     assert!(out.iter().all(|o| into.contains(o)), "every relayed datagram is one received, unchanged");
+}
+
+/// A relay ends a pair after its lifetime however busy it is; the devices notice the silence
+/// and pair again (the same ticket: their session goes on), and the call carries on.
+#[test]
+fn a_relayed_call_outlives_the_relay_pair_lifetime() {
+    let relay = RelayConfig { lifetime: Duration::from_secs(20), ..RelayConfig::default() };
+    let Homes { mut net, a, b, .. } =
+        homes_with(41, Some(NatKind::Symmetric), Some(NatKind::Symmetric), false, relay);
+    net.command(a, Command::Press(1)).unwrap();
+    net.run_for(60_000 * MS);
+    let idb = net.id(b);
+    assert_eq!(net.nodes[a].device.phase(), Phase::InCall);
+    assert_eq!(net.nodes[b].device.phase(), Phase::InCall);
+    assert!(net.outcomes(a).is_empty() && net.outcomes(b).is_empty(), "the call never ended");
+    assert_eq!(net.nodes[a].device.path_class(&idb), Some(PathClass::Relay));
+    let made: u64 = net.nodes.iter().filter_map(|n| n.device.status().network.dht).map(|c| c.relay.pairs_made).sum();
+    assert!(made >= 3, "paired {made} times in 60 s of 20 s pairs");
+    eprintln!("paired {made} times in 60 s");
 }

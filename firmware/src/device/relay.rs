@@ -21,6 +21,9 @@ const ALLOCATE_WAIT: Duration = Duration::from_millis(250);
 const DIRECT_RETRY: Duration = Duration::from_secs(1);
 /// A fallback for a session that carries no call lapses after this.
 const IDLE_FALLBACK: Duration = Duration::from_secs(15);
+/// While a direct path works, a keepalive through the relay this often keeps the pair (relays
+/// drop a pair idle for 30 s), so the call can fall back at once if the direct path breaks.
+const KEEP_RELAY: Duration = Duration::from_secs(20);
 
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Fallback {
@@ -31,6 +34,8 @@ pub(super) struct Fallback {
     via: [Option<SocketAddr>; MAX_HOLDERS],
     tried: usize,
     relay: Option<SocketAddr>,
+    /// When we last sent through the relay.
+    kept: Instant,
     next: Instant,
     since: Instant,
 }
@@ -49,7 +54,7 @@ impl Device {
             return;
         }
         let wait = if self.nat.class() == NatClass::Random { Duration::ZERO } else { RELAY_AFTER };
-        let f = Fallback { peer, key: Some(key), via, tried: 0, relay: None, next: now + wait, since: now };
+        let f = Fallback { peer, key: Some(key), via, tried: 0, relay: None, kept: now, next: now + wait, since: now };
         self.fallbacks.push(f);
     }
 
@@ -94,9 +99,10 @@ impl Device {
             self.fallbacks[i].next = now + ALLOCATE_WAIT;
             return true;
         };
-        if !works {
+        if !works || now >= f.kept + KEEP_RELAY {
             // No working path (the direct one broke, or the relay is new): through the relay.
             self.endpoint.probe(now, &f.peer, relay);
+            self.fallbacks[i].kept = now;
         }
         if class == Some(PathClass::Relay) || !works {
             // Both sides probing each other's addresses opens consistent NATs.
@@ -132,6 +138,7 @@ impl Device {
                     via: [None; MAX_HOLDERS],
                     tried: 0,
                     relay: None,
+                    kept: now,
                     next: now,
                     since: now,
                 };
@@ -146,10 +153,11 @@ impl Device {
             }
             return;
         }
+        // Whatever we use, packets from a relay are known for what they are.
+        self.endpoint.add_relay(via);
         if self.fallbacks[i].relay.is_some() {
             return;
         }
-        self.endpoint.add_relay(via);
         self.fallbacks[i].relay = Some(via);
         self.fallbacks[i].next = now;
         self.fallback_timeout(now);
@@ -177,8 +185,9 @@ impl Device {
             return;
         }
         match self.fallbacks.iter_mut().find(|f| f.peer == peer) {
-            Some(f) if f.relay.is_some() => {}
             Some(f) => {
+                // The relay may be gone too (its pair lapsed): pair again, anywhere.
+                f.relay = None;
                 f.key = Some(key);
                 f.via = via;
                 f.tried = 0;
