@@ -350,8 +350,7 @@ fn a_relay_pairs_only_devices_that_completed_a_handshake_and_never_amplifies() {
 #[test]
 fn a_relayed_call_outlives_the_relay_pair_lifetime() {
     let relay = RelayConfig { lifetime: Duration::from_secs(20), ..RelayConfig::default() };
-    let Homes { mut net, a, b, .. } =
-        homes_with(41, Some(NatKind::Symmetric), Some(NatKind::Symmetric), false, relay);
+    let Homes { mut net, a, b, .. } = homes_with(41, Some(NatKind::Symmetric), Some(NatKind::Symmetric), false, relay);
     net.command(a, Command::Press(1)).unwrap();
     net.run_for(60_000 * MS);
     let idb = net.id(b);

@@ -41,6 +41,13 @@ fn call_answer_hang_up_between_two_processes() {
     }
     assert!(frames(&a) >= 15 && frames(&b) >= 15, "{}\n{}", a.status(), b.status());
     assert!(a.status()["media"]["audio_received"].as_u64().unwrap() > 10);
+    // The session's path and when the first remote frame of this call was shown (wall clock).
+    let sa = a.status();
+    assert_eq!(sa["network"]["path"]["addr"], b_addr, "{sa}");
+    assert_eq!(sa["network"]["path"]["class"], "lan", "loopback: {sa}");
+    let first = sa["first_remote_frame_unix_ms"].as_f64().unwrap_or(0.0);
+    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64() * 1000.0;
+    assert!(first > now_ms - 20_000.0 && first <= now_ms, "{sa}");
     a.ok(&["mute"]);
     a.ok(&["unmute"]);
     a.ok(&["press", "1"]);
@@ -48,6 +55,7 @@ fn call_answer_hang_up_between_two_processes() {
     b.wait("idle");
     assert_eq!(a.last_outcome(), "local-hangup");
     assert_eq!(b.last_outcome(), "remote-hangup");
+    assert!(a.status()["network"]["path"].is_null());
     let (ok, _, err) = a.ctl(&["mute"]);
     assert!(!ok && err.contains("there is no call"), "{err}");
     // Each state change was printed.

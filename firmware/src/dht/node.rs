@@ -906,10 +906,14 @@ impl Node {
                 }
             }
             Body::Reply { to, payload } => {
-                if self.rdv.reply(now, from, to, req_len) {
+                // Charged at its own size: `from` may take a few bytes more than `to` (a port
+                // above 16383 is a 3-byte varint), and must still be passed on.
+                let replied = Msg { txid: msg.txid, sender: self.id, body: Body::Replied { from, payload } };
+                let mut scratch = [0u8; MAX_DATAGRAM];
+                let len = replied.encode(&mut scratch).unwrap_or(usize::MAX);
+                if self.rdv.reply(now, from, to, len) {
                     self.counters.replies_relayed += 1;
-                    let body = Body::Replied { from, payload };
-                    self.send(to, &Msg { txid: msg.txid, sender: self.id, body }, req_len);
+                    self.send(to, &replied, len);
                 } else {
                     self.counters.replies_refused += 1;
                 }

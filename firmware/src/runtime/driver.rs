@@ -159,6 +159,14 @@ struct Network {
     local: std::net::SocketAddr,
 }
 
+/// An instant of the past as milliseconds since the Unix epoch (fractional: µs resolution).
+fn unix_ms(at: Instant) -> f64 {
+    std::time::SystemTime::now()
+        .checked_sub(at.elapsed())
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+}
+
 fn unix_now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
@@ -366,7 +374,18 @@ async fn run(
                         "ready": board.led(peercom_board::Led::Ready).as_str(),
                         "call": board.led(peercom_board::Led::Call).as_str(),
                     });
-                    let _ = reply.send((device.status(), serde_json::json!({ "board": board.kind(), "leds": leds })));
+                    // When the call's first remote video frame was shown (wall clock, for
+                    // measuring button-to-picture from outside the process).
+                    let first_frame = link
+                        .as_ref()
+                        .and_then(|l| l.shared.probe.lock().ok().and_then(|p| p.call_first_frame_at))
+                        .map(unix_ms);
+                    let extra = serde_json::json!({
+                        "board": board.kind(),
+                        "leds": leds,
+                        "first_remote_frame_unix_ms": first_frame,
+                    });
+                    let _ = reply.send((device.status(), extra));
                 }
                 Some(Request::Shutdown) | None => {
                     // Hang up politely so the other side does not wait for a timeout.

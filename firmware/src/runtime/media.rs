@@ -70,6 +70,9 @@ pub struct Probe {
     pub frames_decoded: u64,
     pub decode_errors: u64,
     pub first_frame_at: Option<Instant>,
+    /// When the first remote video frame of the current (or last) call was shown; reset to None
+    /// as a call starts.
+    pub call_first_frame_at: Option<Instant>,
     pub m2e_us: Vec<u64>,
     pub jitter: JitterStats,
     pub audio_errors: u64,
@@ -316,6 +319,9 @@ impl MediaLink {
         }
         let sh = &self.shared;
         if phase == Phase::InCall && self.last_phase != Phase::InCall {
+            if let Ok(mut p) = sh.probe.lock() {
+                p.call_first_frame_at = None;
+            }
             sh.muted.store(false, Relaxed);
             sh.generation.fetch_add(1, Relaxed);
             sh.keyframe.store(true, Relaxed);
@@ -597,6 +603,9 @@ fn video_rx(
                 p.frames_decoded += 1;
                 if p.first_frame_at.is_none() {
                     p.first_frame_at = Some(last_draw);
+                }
+                if p.call_first_frame_at.is_none() && sh.in_call.load(Relaxed) {
+                    p.call_first_frame_at = Some(last_draw);
                 }
                 if let Some(c) = captured {
                     if p.g2g_us.len() < G2G_SAMPLES {
