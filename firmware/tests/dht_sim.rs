@@ -882,3 +882,45 @@ fn a_stale_token_gets_a_fresh_one_and_the_query_goes_through() {
     let Ok(Msg { body: Body::Nodes { nodes4, .. }, .. }) = Msg::decode(&out[0].1) else { panic!("{out:?}") };
     assert_eq!(message::nodes(nodes4, false).count(), 20);
 }
+
+/// A node behind a NAT (BEP 43's read-only node) marks its messages: it is answered, its
+/// lookups and records work, but nobody keeps it as a contact (nobody else could reach it), and
+/// the nodes that knew it drop it as soon as it says so.
+#[test]
+fn a_client_node_is_answered_but_kept_out_of_routing_tables() {
+    let (mut sim, _) = network(33, 80);
+    let c = random_live(&mut sim);
+    let id = sim.node(c).unwrap().id();
+    let known = |sim: &DhtSim| {
+        (0..sim.len()).filter(|&j| j != c && sim.node(j).is_some_and(|n| n.table().get(&id).is_some())).count()
+    };
+    let before = known(&sim);
+    assert!(before >= 10, "{before}");
+    sim.with_node(c, |n, now| n.set_client(now, true));
+    sim.run_for(5 * SEC);
+    let after = known(&sim);
+    // Nodes it does not know itself keep it until they next hear from it (any message of its
+    // is marked) or it fails their queries, as it would behind its NAT.
+    assert!(after * 2 <= before, "{before} -> {after}");
+    // It still looks up, publishes, and is told its address; and still no one adds it.
+    let unix = sim.unix_now();
+    let rec = record(9, 3, unix, 7600);
+    sim.with_node(c, |n, now| n.publish(now, &rec));
+    sim.run_for(5 * SEC);
+    let published = sim.take_events().into_iter().find_map(|(n, e)| match e {
+        DhtEvent::Published { stored_at, .. } if n == c => Some(stored_at),
+        _ => None,
+    });
+    assert!(published.is_some_and(|s| s >= 10), "{published:?}");
+    assert!(known(&sim) <= after, "a client is never added: {after} -> {}", known(&sim));
+    let (other, key) = (random_live(&mut sim), key_of(&rec));
+    let found = look_up_all(&mut sim, &[key], 1);
+    assert_eq!(found, vec![(key, Some(3))]);
+    let _ = other;
+    // Back to a full node (e.g. the router gave it a port mapping): it is added again.
+    sim.with_node(c, |n, now| n.set_client(now, false));
+    let lookup = sim.with_node(c, |n, now| n.find_nodes(now, NodeId::random(&mut Rng::seeded(5))));
+    assert!(lookup.is_some());
+    sim.run_for(5 * SEC);
+    assert!(known(&sim) > after, "{after} -> {}", known(&sim));
+}

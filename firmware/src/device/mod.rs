@@ -359,6 +359,7 @@ impl Device {
         if self.mapped != addr {
             self.mapped = addr;
             self.update_announced(now);
+            self.update_client(now);
         }
         self.pump(now);
     }
@@ -937,10 +938,20 @@ impl Device {
     /// classifier, and an address to announce.
     fn on_reflexive(&mut self, now: Instant, reporter: SocketAddr, addr: SocketAddr) {
         self.nat.add(reporter, addr);
+        self.update_client(now);
         if !self.reflexive.contains(&Some(addr)) {
             self.reflexive.rotate_right(1);
             self.reflexive[0] = Some(addr);
             self.update_announced(now);
+        }
+    }
+
+    /// Behind a NAT (and no port mapping), other nodes cannot reach us unasked: our DHT node is
+    /// then a client only, kept out of routing tables (`dht::message::CLIENT_FLAG`).
+    fn update_client(&mut self, now: Instant) {
+        let natted = matches!(self.nat.class(), NatClass::Consistent | NatClass::Random);
+        if let Some(d) = self.dht.as_mut() {
+            d.set_client(now, natted && self.mapped.is_none());
         }
     }
 

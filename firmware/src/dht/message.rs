@@ -8,6 +8,10 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 pub const PACKET_TYPE: u8 = 4;
 pub const VERSION: u8 = 1;
+/// Set in the version byte by a node that cannot take unsolicited datagrams (behind a NAT that
+/// does not map consistently to one address: BEP 43's read-only node): others answer it but never
+/// put it in their routing tables, so lookups do not wait on an address nobody else can reach.
+pub const CLIENT_FLAG: u8 = 0x80;
 /// Proof that the holder receives datagrams at its source address (BEP 5's token).
 pub type Token = [u8; 8];
 pub const NODE4_LEN: usize = 32 + 4 + 2;
@@ -170,9 +174,9 @@ impl<'a> Msg<'a> {
         if b.len() > MAX_DATAGRAM || b.first() != Some(&PACKET_TYPE) {
             return Err(DecodeError::NotDht);
         }
-        match b.get(1) {
-            Some(&VERSION) => {}
-            Some(&v) => return Err(DecodeError::Version(v)),
+        match b.get(1).map(|v| v & !CLIENT_FLAG) {
+            Some(VERSION) => {}
+            Some(v) => return Err(DecodeError::Version(v)),
             None => return Err(DecodeError::Malformed),
         }
         let (msg, rest): (Msg<'a>, _) = postcard::take_from_bytes(&b[2..]).map_err(|_| DecodeError::Malformed)?;
@@ -203,6 +207,11 @@ impl<'a> Msg<'a> {
         let n = postcard::to_slice(self, &mut out[2..]).ok()?.len();
         Some(n + 2)
     }
+}
+
+/// Whether the datagram (a DHT message) comes from a client-only node (`CLIENT_FLAG`).
+pub fn from_client(b: &[u8]) -> bool {
+    b.get(1).is_some_and(|v| v & CLIENT_FLAG != 0)
 }
 
 /// Appends one node to a compact list in `buf` (IPv4 and IPv6 lists are separate).

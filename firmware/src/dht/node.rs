@@ -358,6 +358,8 @@ pub struct Node {
     /// Rendezvous nodes we sent a `Forward` to lately: only they may relay an answer to us.
     forwarded_via: [Option<(SocketAddr, Instant)>; FORWARDED_VIA],
     relay: Option<Relay>,
+    /// We are behind a NAT that others cannot reach us through: a client only (`CLIENT_FLAG`).
+    client: bool,
 }
 
 const FORWARDED_VIA: usize = 16;
@@ -392,6 +394,7 @@ impl Node {
             holds: Holds::default(),
             forwarded_via: [None; FORWARDED_VIA],
             relay: cfg.relay.map(Relay::new),
+            client: false,
             rng,
             cfg,
         }
@@ -407,6 +410,29 @@ impl Node {
             c.relay = r.counters();
         }
         c
+    }
+
+    /// Marks our messages as a client's (we are behind a NAT others cannot reach us through), or
+    /// a full node's again. On becoming a client, the nodes that know us are told at once (a ping
+    /// each), so that they drop us from their tables.
+    pub fn set_client(&mut self, now: Instant, client: bool) {
+        if client == self.client {
+            return;
+        }
+        self.client = client;
+        if client {
+            let mut known = [None; 64];
+            for (slot, e) in known.iter_mut().zip(self.table.iter()) {
+                *slot = Some((e.id, e.addr));
+            }
+            for (id, addr) in known.into_iter().flatten() {
+                self.ping(now, Some(id), addr);
+            }
+        }
+    }
+
+    pub fn is_client(&self) -> bool {
+        self.client
     }
 
     /// Pairs this node relays for now.
@@ -760,6 +786,11 @@ impl Node {
             self.counters.dropped_malformed += 1;
             return;
         }
+        let client = message::from_client(bytes);
+        if client {
+            // Nobody else can reach it at this address: not a contact for anyone.
+            self.table.remove(&msg.sender);
+        }
         if let Body::Forwarded { from: peer, payload } | Body::Replied { from: peer, payload } = msg.body {
             self.on_relayed(now, from, peer, matches!(msg.body, Body::Replied { .. }), payload);
             return;
@@ -788,9 +819,9 @@ impl Node {
                 self.counters.dropped_rate += 1;
                 return;
             }
-            self.on_request(now, from, bytes.len(), &msg);
+            self.on_request(now, from, (bytes.len(), client), &msg);
         } else {
-            self.on_reply(now, from, &msg);
+            self.on_reply(now, from, client, &msg);
         }
     }
 
@@ -808,7 +839,8 @@ impl Node {
         }
     }
 
-    fn on_request(&mut self, now: Instant, from: SocketAddr, req_len: usize, msg: &Msg<'_>) {
+    fn on_request(&mut self, now: Instant, from: SocketAddr, req: (usize, bool), msg: &Msg<'_>) {
+        let (req_len, client) = req;
         let token = match msg.body {
             Body::Ping { token, .. } | Body::FindNode { token, .. } | Body::FindValue { token, .. } => token,
             Body::Store { token, .. } | Body::Hold { token, .. } => Some(token),
@@ -826,9 +858,10 @@ impl Node {
             return;
         }
         let mut budget = if proven { MAX_DATAGRAM } else { req_len };
-        if proven {
+        if proven && !client {
             self.add_verified(now, msg.sender, from);
-        } else if matches!(msg.body, Body::FindNode { .. } | Body::FindValue { .. })
+        } else if !client
+            && matches!(msg.body, Body::FindNode { .. } | Body::FindValue { .. })
             && budget >= PAD_QUERY
             && self.table.would_add(&msg.sender, &from)
             && self.pending.len() < self.cfg.max_pending / 2
@@ -997,7 +1030,7 @@ impl Node {
         }
     }
 
-    fn on_reply(&mut self, now: Instant, from: SocketAddr, msg: &Msg<'_>) {
+    fn on_reply(&mut self, now: Instant, from: SocketAddr, client: bool, msg: &Msg<'_>) {
         let Some(pi) = self.pending.iter().position(|p| p.txid == msg.txid && p.dst == from) else {
             self.counters.dropped_unsolicited += 1;
             return;
@@ -1021,7 +1054,8 @@ impl Node {
             _ => {}
         }
         // It answered at the address we asked: that proves the address.
-        if self.add_verified(now, msg.sender, from) != Insert::Refused
+        if !client
+            && self.add_verified(now, msg.sender, from) != Insert::Refused
             && let Some(tok) = reply_token(&msg.body)
         {
             self.table.set_token(&msg.sender, tok, now);
@@ -1271,6 +1305,9 @@ impl Node {
         let end = limit.min(room.len());
         match msg.encode(&mut room[..end]) {
             Some(n) => {
+                if self.client {
+                    room[1] |= message::CLIENT_FLAG;
+                }
                 self.tx.commit(dst, n);
                 self.counters.tx += 1;
                 self.counters.tx_bytes += n as u64;
