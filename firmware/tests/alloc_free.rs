@@ -23,9 +23,9 @@ fn shuttle(now: Instant, devs: &mut [Device; 2], buf: &mut [u8; MAX_DATAGRAM]) -
     loop {
         let mut any = false;
         for i in 0..2 {
-            while let Some((_, n)) = devs[i].poll_transmit(buf) {
+            while let Some(t) = devs[i].poll_transmit(buf) {
                 let from = sim_addr(i as u8 + 1);
-                devs[1 - i].handle_input(now, Input::Datagram { from, bytes: &buf[..n] }).ok();
+                devs[1 - i].handle_input(now, Input::Datagram { from, bytes: &buf[..t.len] }).ok();
                 moved += 1;
                 any = true;
             }

@@ -8,7 +8,7 @@
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use peercom::identity::DeviceKey;
-use peercom::session::{Endpoint, EndpointConfig};
+use peercom::session::{Endpoint, EndpointConfig, Transmit};
 use peercom::util::rng::Rng;
 use peercom::wire::MAX_DATAGRAM;
 use std::net::SocketAddr;
@@ -35,7 +35,7 @@ fuzz_target!(|data: &[u8]| {
     let genuine = GENUINE.get_or_init(|| {
         let mut peer = Endpoint::new(peer_key, vec![me.id()], EndpointConfig::default(), Rng::seeded(2));
         peer.connect(t0, me.id(), ([10, 0, 0, 1], 4000).into());
-        let (_, n) = peer.poll_transmit(&mut buf).expect("peer sends message 1");
+        let Transmit { len: n, .. } = peer.poll_transmit(&mut buf).expect("peer sends message 1");
         buf[..n].to_vec()
     });
 
@@ -51,7 +51,7 @@ fuzz_target!(|data: &[u8]| {
             ep.handle_timeout(now);
         }
         // Whatever is queued now was not caused by the next datagram.
-        while let Some((_, n)) = ep.poll_transmit(&mut buf) {
+        while let Some(Transmit { len: n, .. }) = ep.poll_transmit(&mut buf) {
             if n >= 6 && buf[0] <= 2 {
                 our_idx.copy_from_slice(&buf[2..6]);
             }
@@ -68,7 +68,7 @@ fuzz_target!(|data: &[u8]| {
         }
         let from = if flags & 1 != 0 { stranger } else { peer_addr };
         ep.handle_datagram(now, from, &dgram);
-        while let Some((to, n)) = ep.poll_transmit(&mut buf) {
+        while let Some(Transmit { dst: to, len: n, .. }) = ep.poll_transmit(&mut buf) {
             if n >= 6 && buf[0] <= 2 {
                 our_idx.copy_from_slice(&buf[2..6]);
             }

@@ -6,7 +6,7 @@
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use peercom::identity::DeviceKey;
-use peercom::session::{Endpoint, EndpointConfig};
+use peercom::session::{Endpoint, EndpointConfig, Transmit};
 use peercom::util::rng::Rng;
 use peercom::wire::{MAX_DATAGRAM, Message};
 use std::net::SocketAddr;
@@ -25,14 +25,14 @@ fn pump(now: Instant, a: &mut Endpoint, b: &mut Endpoint, addrs: [SocketAddr; 2]
     let mut buf = [0u8; MAX_DATAGRAM];
     for _ in 0..16 {
         let mut idle = true;
-        while let Some((_, n)) = a.poll_transmit(&mut buf) {
+        while let Some(Transmit { len: n, .. }) = a.poll_transmit(&mut buf) {
             if buf[0] == 2 {
                 a_idx.copy_from_slice(&buf[2..6]);
             }
             b.handle_datagram(now, addrs[0], &buf[..n]);
             idle = false;
         }
-        while let Some((_, n)) = b.poll_transmit(&mut buf) {
+        while let Some(Transmit { len: n, .. }) = b.poll_transmit(&mut buf) {
             *last_b = buf[..n].to_vec();
             a.handle_datagram(now, addrs[1], &buf[..n]);
             idle = false;
@@ -69,7 +69,7 @@ fuzz_target!(|data: &[u8]| {
                     d[2..6].copy_from_slice(&a_idx);
                 }
                 a.handle_datagram(now, addrs[1], &d);
-                while let Some((_, n)) = a.poll_transmit(&mut buf) {
+                while let Some(Transmit { len: n, .. }) = a.poll_transmit(&mut buf) {
                     assert!(n <= d.len(), "amplification: {} bytes in, {n} out", d.len());
                 }
             }

@@ -45,6 +45,9 @@ OUT="${MATRIX_OUT:-$root/target/nat-matrix}"
 NODES="${MATRIX_NODES:-2}"
 CALL_TIMEOUT_S="${MATRIX_CALL_TIMEOUT_S:-10}"
 JOIN_TIMEOUT_S="${MATRIX_JOIN_TIMEOUT_S:-15}"
+# After the first frame, how long a relayed call may take to move to a direct path (a birthday
+# punch runs in the background).
+SETTLE_S="${MATRIX_SETTLE_S:-5}"
 PORT=7600
 STUN_PORT=3478
 [[ -x "$BIN" ]] || { echo "matrix: $BIN not found (cargo build -p peercom, or set PEERCOM_BIN)" >&2; exit 1; }
@@ -280,7 +283,7 @@ run_case() {
     # shellcheck disable=SC2053  # a glob on purpose
     [[ "$name" == $only ]] || return 0
     local d="$OUT/$name" s1="$tmp/$name.caller.sock" s2="$tmp/$name.callee.sock" ip callee_ns=dev2 p1 p2
-    local t0="" t_in="" first="" addr="" addr2="" class="" kind="" reason="" connected=false deadline st
+    local t0="" t_in="" first="" addr="" addr2="" class="" kind="" final="" direct_ms="" settle reason="" connected=false deadline st
     mkdir -p "$d"
     [[ "$name" == same-nat ]] && callee_ns=dev1b
     if ! lab_up "$@" 2>"$d/lab.err"; then
@@ -362,11 +365,28 @@ run_case() {
         connected=true
         first="$(ms_since "$t0" "$first")"
         kind="$(path_kind "$addr" "$class")"
+        final="$kind"
+        if [[ "$kind" == direct || "$kind" == lan ]]; then
+            direct_ms="$first"
+        else
+            settle=$((${EPOCHREALTIME%.*} + SETTLE_S))
+            while ((${EPOCHREALTIME%.*} < settle)); do
+                sleep 0.1
+                status "$s1" "$d/caller-settle.json"
+                final="$(path_kind "$(jfile "$d/caller-settle.json" "d['network']['path']['addr']")" \
+                    "$(jfile "$d/caller-settle.json" "d['network']['path']['class']")")"
+                if [[ "$final" == direct || "$final" == lan ]]; then
+                    direct_ms="$(ms_since "$t0")"
+                    break
+                fi
+            done
+        fi
     else
         reason="$(why "$s1" "$s2" "$d" "$reason")"
     fi
     record "$d/result.json" case="$name" caller="$t1" callee="$t2" cone="$cone" connected="$connected" \
-        path="$kind" path_addr="$addr" callee_path_addr="$addr2" first_frame_ms="$first" \
+        path="$kind" final_path="$final" direct_ms="$direct_ms" path_addr="$addr" callee_path_addr="$addr2" \
+        first_frame_ms="$first" \
         in_call_ms="$t_in" reason="$reason"
     # Hang up politely (the logs then show the end of the call too); lab_down stops the rest.
     [[ "$connected" == true ]] && { ctl "$s1" hangup >/dev/null 2>&1 || true; }
@@ -406,7 +426,8 @@ def p50(xs):
 
 conn = [c for c in cases if c["connected"]]
 cons = [c for c in cases if c["consistent"]]
-cons_direct = [c for c in cons if c["connected"] and c["path"] in ("direct", "lan")]
+# Directly: on a direct or LAN path once settled (a birthday punch may move a relayed call).
+cons_direct = [c for c in cons if c["connected"] and c["final_path"] in ("direct", "lan")]
 cone = [c for c in cases if c["cone"]]
 cone_ms = [c["first_frame_ms"] for c in cone if c["first_frame_ms"] is not None]
 all_ms = [c["first_frame_ms"] for c in conn if c["first_frame_ms"] is not None]
@@ -417,6 +438,7 @@ summary = {
     "p50_ms_cone_connected": p50(cone_ms), "cone_total": len(cone),
     "p50_ms": p50(all_ms), "max_ms": max(all_ms) if all_ms else None,
     "paths": {k: sum(1 for c in conn if c["path"] == k) for k in ("lan", "direct", "relay", "other")},
+    "final_paths": {k: sum(1 for c in conn if c["final_path"] == k) for k in ("lan", "direct", "relay", "other")},
     "seconds": round(secs, 1), "nodes": nodes, "stun": stun, "node_flags": node_flags, "binary": binary,
 }
 targets = {
@@ -424,17 +446,19 @@ targets = {
     "direct_where_consistent": len(cons_direct) == len(cons),
     "p50_cone_le_1000ms": summary["p50_ms_cone"] is not None and summary["p50_ms_cone"] <= 1000,
     "every_case_le_2000ms": len(conn) == len(cases) and all(x <= 2000 for x in all_ms),
+    # Two devices behind one router without hairpinning can only talk over the LAN.
+    "same_nat_uses_lan": all(c["final_path"] == "lan" for c in cases if c["case"] == "same-nat"),
 }
 summary["targets"] = targets
 summary["ok"] = all(targets.values())
 if as_json:
     print(json.dumps({"cases": cases, "summary": summary}, indent=1))
 else:
-    cols = ["case", "caller", "callee", "connected", "path", "first_frame_ms", "in_call_ms", "lookup_ms",
-            "nat", "path_addr", "reason"]
+    cols = ["case", "caller", "callee", "connected", "path", "first_frame_ms", "final", "direct_ms",
+            "lookup_ms", "nat", "path_addr", "reason"]
     dash = lambda v: "-" if v is None else str(v)
     rows = [[c["case"], c["caller"], c["callee"], "yes" if c["connected"] else "NO", dash(c["path"]),
-             dash(c["first_frame_ms"]), dash(c["in_call_ms"]), dash(c["lookup_ms"]),
+             dash(c["first_frame_ms"]), dash(c["final_path"]), dash(c["direct_ms"]), dash(c["lookup_ms"]),
              "%s/%s" % (c["caller_nat"] or "?", c["callee_nat"] or "?"), dash(c["path_addr"]),
              (c["reason"] or "")[:240]] for c in cases]
     w = [max(len(r[i]) for r in rows + [cols]) for i in range(len(cols) - 1)]

@@ -340,6 +340,8 @@ impl CallMachine {
             }
             Message::Accept { call } | Message::InCall { call } => self.on_accept(now, from, call),
             Message::End { call, reason } => self.on_end(from, call, reason),
+            // NAT traversal, handled by the device.
+            Message::Nat { .. } | Message::Birthday { .. } => {}
         }
     }
 

@@ -1,7 +1,11 @@
 //! The device core: one sans-IO state machine per device that joins the session endpoint, the
 //! call machine and the owner's contacts. Drivers (the tokio runtime, the simulator) feed it
-//! datagrams, commands and timeouts, and drain `poll_transmit`, `poll_event` and `poll_timeout`.
+//! datagrams, commands and timeouts, and drain `poll_aux` (before `poll_transmit`: the aux
+//! sockets a birthday punch sends from), `poll_transmit`, `poll_event` and `poll_timeout`.
+mod birthday;
 mod relay;
+
+pub use birthday::{Aux, BirthdayStats, MAX_AUX, MAX_PROBES};
 
 use crate::call::{CallEvent, CallInput, CallMachine, CallOutput, CommandError, Outcome, Phase};
 use crate::config::{Config, Contact};
@@ -14,9 +18,9 @@ use crate::identity::{DeviceId, DeviceKey};
 use crate::lan::{LanConfig, LanDiscovery, LanEvent};
 use crate::media::session::{MediaConfig, MediaSession, MediaStats};
 use crate::nat::{NatClass, NatClassifier, StunClient, StunConfig, StunEvent};
-use crate::session::{Counters, Endpoint, EndpointConfig, MAX_PLAINTEXT, SessionEvent};
+use crate::session::{Counters, Endpoint, EndpointConfig, MAX_PLAINTEXT, SessionEvent, Sock, Transmit};
 use crate::util::rng::Rng;
-use crate::wire::PacketType;
+use crate::wire::{Message, PacketType};
 use serde::Serialize;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -51,6 +55,12 @@ pub enum Command {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Input<'a> {
     Datagram {
+        from: SocketAddr,
+        bytes: &'a [u8],
+    },
+    /// A datagram that came in on aux socket `sock` (see `poll_aux`).
+    AuxDatagram {
+        sock: Sock,
         from: SocketAddr,
         bytes: &'a [u8],
     },
@@ -148,6 +158,8 @@ pub struct NetworkStatus {
     pub public: Vec<String>,
     /// How the current call's packets go, while there is one.
     pub path: Option<CallPath>,
+    /// Birthday punches (a direct path between a random-mapping NAT and a consistent one).
+    pub birthday: BirthdayStats,
     pub lan_discovery: bool,
     /// Contact devices heard on the LAN in the last minute.
     pub lan_contacts: usize,
@@ -159,6 +171,8 @@ pub struct CallPath {
     /// Where our packets go: the peer's address, or the relay's.
     pub addr: String,
     pub class: crate::session::PathClass,
+    /// Our socket: 0 the main one, else the aux socket a birthday punch found the path on.
+    pub sock: Sock,
 }
 
 /// Where a contact's device was last seen.
@@ -220,6 +234,7 @@ pub struct Device {
     resolving: Vec<Resolving>,
     punches: Vec<Punch>,
     fallbacks: Vec<relay::Fallback>,
+    birthday: birthday::Birthday,
     /// When the current call's path was last repaired (`repair_path`).
     repaired: Option<Instant>,
     reflexive: [Option<SocketAddr>; MAX_REFLEXIVE],
@@ -287,6 +302,7 @@ impl Device {
             resolving: Vec::with_capacity(MAX_RESOLVING),
             punches: Vec::with_capacity(MAX_RESOLVING),
             fallbacks: Vec::with_capacity(MAX_RESOLVING),
+            birthday: birthday::Birthday::new(origin),
             repaired: None,
             reflexive: [None; MAX_REFLEXIVE],
             nat: NatClassifier::new(SocketAddr::from(([0, 0, 0, 0], 0))),
@@ -440,8 +456,10 @@ impl Device {
                 public: self.nat.public_addrs().map(|a| a.to_string()).collect(),
                 path: self.media_peer.and_then(|p| {
                     let (addr, class) = (self.endpoint.peer_addr(&p)?, self.endpoint.path_class(&p)?);
-                    Some(CallPath { addr: addr.to_string(), class })
+                    let sock = self.endpoint.path_sock(&p)?;
+                    Some(CallPath { addr: addr.to_string(), class, sock })
                 }),
+                birthday: self.birthday.stats(),
                 lan_discovery: self.lan.is_some(),
                 lan_contacts: self
                     .whereabouts
@@ -482,11 +500,14 @@ impl Device {
             }
             Input::Datagram { from, bytes } => {
                 self.endpoint.handle_datagram(now, from, bytes);
-                if let Some((peer, plain)) = self.endpoint.take_media() {
-                    // Media outside our call (a late packet after hang-up) is ignored.
-                    if Some(peer) == self.media_peer {
-                        self.media.handle_packet(now, plain);
-                    }
+                self.take_media(now);
+                Ok(())
+            }
+            // Only session packets come on aux sockets (and only while they are open).
+            Input::AuxDatagram { sock, from, bytes } => {
+                if self.birthday.is_open(sock) {
+                    self.endpoint.handle_datagram_on(now, sock, from, bytes);
+                    self.take_media(now);
                 }
                 Ok(())
             }
@@ -517,18 +538,35 @@ impl Device {
             }
         };
         self.pump(now);
+        self.birthday_step(now);
         r
     }
 
-    /// The next datagram to send: signalling first, then media (paced, as of the last input).
-    pub fn poll_transmit(&mut self, buf: &mut [u8]) -> Option<(SocketAddr, usize)> {
+    /// The media plaintext of the datagram just handled goes to the call's media session.
+    fn take_media(&mut self, now: Instant) {
+        if let Some((peer, plain)) = self.endpoint.take_media() {
+            // Media outside our call (a late packet after hang-up) is ignored.
+            if Some(peer) == self.media_peer {
+                self.media.handle_packet(now, plain);
+            }
+        }
+    }
+
+    /// The next datagram to send (`len` bytes of `buf`, to `dst`, from socket `sock`: 0 the main
+    /// one, else an aux socket, see `poll_aux`): signalling first, then birthday-punch probes,
+    /// then media (paced, as of the last input).
+    pub fn poll_transmit(&mut self, buf: &mut [u8]) -> Option<Transmit> {
         if let Some(t) = self.endpoint.poll_transmit(buf) {
             return Some(t);
         }
+        let main = |(dst, len)| Transmit { sock: crate::session::MAIN_SOCK, dst, len };
         if let Some(t) = self.dht.as_mut().and_then(|d| d.poll_transmit(buf)) {
-            return Some(t);
+            return Some(main(t));
         }
         if let Some(t) = self.stun.as_mut().and_then(|s| s.poll_transmit(buf)) {
+            return Some(main(t));
+        }
+        if let Some(t) = self.birthday_transmit(buf) {
             return Some(t);
         }
         let peer = self.media_peer?;
@@ -539,6 +577,12 @@ impl Device {
             }
             // No session to seal with (it is being replaced): media is dropped, not queued.
         }
+    }
+
+    /// The next change to the driver's aux sockets (a birthday punch opens up to `MAX_AUX` of
+    /// them, then keeps at most one). Drain it before `poll_transmit`, which may send from them.
+    pub fn poll_aux(&mut self) -> Option<Aux> {
+        self.birthday.poll_aux()
     }
 
     pub fn poll_event(&mut self) -> Option<DeviceEvent> {
@@ -555,6 +599,7 @@ impl Device {
         let repair = self.repair_due();
         let stun = self.stun.as_ref().and_then(|s| s.poll_timeout());
         let fallback = self.fallback_due();
+        let birthday = self.birthday.due(self.now);
         [
             self.endpoint.poll_timeout(),
             self.call.poll_timeout(),
@@ -566,6 +611,7 @@ impl Device {
             repair,
             stun,
             fallback,
+            birthday,
         ]
         .into_iter()
         .flatten()
@@ -633,6 +679,10 @@ impl Device {
                         CallInput::SessionFailed(p)
                     }
                     SessionEvent::Closed(p) => CallInput::SessionClosed(p),
+                    SessionEvent::Message(from, msg @ (Message::Nat { .. } | Message::Birthday { .. })) => {
+                        self.on_birthday_message(now, from, msg);
+                        continue;
+                    }
                     SessionEvent::Message(from, msg) => match self.contact_of(&from) {
                         Some(contact) => CallInput::Message { from, contact, msg },
                         None => continue,
@@ -721,6 +771,11 @@ impl Device {
             w.lan = Some((addr, now));
             if w.wanted {
                 self.endpoint.connect(now, device, addr);
+            }
+            // Heard on our LAN while a session to it goes another way: offer the LAN path (the
+            // first authenticated packet there moves both sides to it).
+            if self.endpoint.path_class(&device).is_some_and(|c| c < crate::session::PathClass::Lan) {
+                self.endpoint.probe(now, &device, addr);
             }
             self.push_event(DeviceEvent::Located { device, via: Via::Lan, addr });
         }
@@ -987,9 +1042,11 @@ impl Device {
                 self.repaired = None;
                 self.media.reset(now);
                 self.media_peer = Some(peer);
+                self.birthday_call_up(now, peer);
             }
             CallEvent::Ended { contact, outcome, .. } => {
                 self.media_peer = None;
+                self.birthday_call_down(now);
                 for w in &mut self.whereabouts {
                     w.wanted = false;
                 }

@@ -108,7 +108,8 @@ impl Device {
             // Both sides probing each other's addresses opens consistent NATs.
             self.endpoint.probe_candidates(now, &f.peer);
             let w = self.whereabouts.iter().find(|w| w.id == f.peer).copied();
-            for a in w.into_iter().flat_map(|w| w.dht).flatten() {
+            let lan = w.and_then(|w| w.lan).map(|(a, _)| a);
+            for a in w.into_iter().flat_map(|w| w.dht).flatten().chain(lan) {
                 self.endpoint.probe(now, &f.peer, a);
             }
         }

@@ -252,6 +252,9 @@ async fn run(
     retry_bootstrap.tick().await;
     let mut buf = [0u8; 2048];
     let mut out = [0u8; MAX_DATAGRAM];
+    // Extra sockets for birthday punches (`runtime::aux`), and a buffer to receive on them.
+    let mut aux = super::aux::AuxSockets::new(net.local);
+    let mut aux_buf = [0u8; 2048];
     let mut net_shown = None;
     let (mut link, mut inputs) = match media {
         Some((l, i)) => (Some(l), Some(i)),
@@ -263,10 +266,19 @@ async fn run(
         if let Some(l) = link.as_mut() {
             l.pump(Instant::now(), device.media());
         }
-        // Drain everything the core produced before waiting again.
-        while let Some((dst, n)) = device.poll_transmit(&mut out) {
-            if let Err(e) = socket.send_to(&out[..n], dst).await {
-                log!("{name}: send to {dst} failed: {e}");
+        // Drain everything the core produced before waiting again (aux sockets first: the
+        // datagrams may go out on them).
+        while let Some(a) = device.poll_aux() {
+            aux.apply(&name, a);
+        }
+        while let Some(t) = device.poll_transmit(&mut out) {
+            let (bytes, dst) = (&out[..t.len], t.dst);
+            let sent = match t.sock {
+                0 => socket.send_to(bytes, dst).await,
+                n => aux.send_to(n, bytes, dst).await,
+            };
+            if let Err(e) = sent {
+                log!("{name}: send to {dst} (socket {}) failed: {e}", t.sock);
             }
         }
         while let Some(n) = device.poll_beacon(&mut out) {
@@ -346,6 +358,12 @@ async fn run(
                 // ICMP errors (e.g. port unreachable) surface here on Linux; they are not fatal.
                 Err(e) => log!("{name}: receive error: {e}"),
             },
+            (sock, r) = aux.recv(&mut aux_buf) => match r {
+                Ok((n, from)) => {
+                    let _ = device.handle_input(Instant::now(), Input::AuxDatagram { sock, from, bytes: &aux_buf[..n] });
+                }
+                Err(e) => log!("{name}: receive error on aux socket {sock}: {e}"),
+            },
             _ = sleep => {
                 let _ = device.handle_input(Instant::now(), Input::Timeout);
             }
@@ -391,8 +409,11 @@ async fn run(
                     // Hang up politely so the other side does not wait for a timeout.
                     if device.phase() != Phase::Idle {
                         let _ = device.handle_input(Instant::now(), Input::Command(Command::Hangup));
-                        while let Some((dst, n)) = device.poll_transmit(&mut out) {
-                            let _ = socket.send_to(&out[..n], dst).await;
+                        while let Some(t) = device.poll_transmit(&mut out) {
+                            let _ = match t.sock {
+                                0 => socket.send_to(&out[..t.len], t.dst).await,
+                                n => aux.send_to(n, &out[..t.len], t.dst).await,
+                            };
                         }
                         while let Some(ev) = device.poll_event() {
                             report(&name, &device, &ev, &events);

@@ -1,5 +1,6 @@
 //! Thin tokio drivers around the sans-IO device core: a UDP socket, timers, the board, and the
 //! local control socket.
+mod aux;
 pub mod control;
 mod driver;
 mod indicators;

@@ -90,6 +90,19 @@ pub enum PathClass {
     Lan,
 }
 
+/// Which of the device's UDP sockets a datagram goes out on or came in on: 0 is the main socket,
+/// 1.. the extra ("aux") sockets a birthday punch opens (`device::MAX_AUX`).
+pub type Sock = u16;
+pub const MAIN_SOCK: Sock = 0;
+
+/// A datagram to send: `len` bytes of the caller's buffer, to `dst`, from socket `sock`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transmit {
+    pub sock: Sock,
+    pub dst: SocketAddr,
+    pub len: usize,
+}
+
 /// A better path that has been silent this long is given up for a worse one that works.
 pub const PATH_STALE: Duration = Duration::from_secs(1);
 const MAX_RELAYS: usize = 4;
@@ -133,6 +146,8 @@ const ALT_ADDRS: usize = 4;
 
 struct Slot {
     peer: DeviceId,
+    /// The path: our socket and the peer's address.
+    sock: Sock,
     addr: SocketAddr,
     /// While initiating: more candidate addresses; message 1 goes to all of them.
     alt: [Option<SocketAddr>; ALT_ADDRS],
@@ -159,6 +174,7 @@ impl Slot {
 }
 
 struct Datagram {
+    sock: Sock,
     dst: SocketAddr,
     len: usize,
     data: [u8; MAX_DATAGRAM],
@@ -224,6 +240,24 @@ impl Endpoint {
     /// Where the session to `peer` sends now (it follows the peer when it roams).
     pub fn peer_addr(&self, peer: &DeviceId) -> Option<SocketAddr> {
         self.best(peer).and_then(|i| self.slots[i].as_ref()).map(|s| s.addr)
+    }
+
+    /// Which of our sockets the session to `peer` sends from now.
+    pub fn path_sock(&self, peer: &DeviceId) -> Option<Sock> {
+        self.best(peer).and_then(|i| self.slots[i].as_ref()).map(|s| s.sock)
+    }
+
+    /// Some session sends from socket `sock`.
+    pub fn uses_sock(&self, sock: Sock) -> bool {
+        self.slots.iter().flatten().any(|s| s.sock == sock)
+    }
+
+    /// A session to `peer` has had an address at `ip`: where the peer was, not a claim of its.
+    pub fn has_seen_ip(&self, peer: &DeviceId, ip: std::net::IpAddr) -> bool {
+        self.slots.iter().flatten().filter(|s| s.peer == *peer).any(|s| {
+            let addrs = std::iter::once(Some(s.addr)).chain(s.alt).chain(s.cands);
+            addrs.flatten().any(|a| a.ip() == ip && !self.relays.contains(&Some(a)))
+        })
     }
 
     /// What kind of path the session to `peer` uses now.
@@ -305,7 +339,7 @@ impl Endpoint {
                     slot.alt[ALT_ADDRS - 1] = Some(addr);
                 }
             }
-            self.queue(addr, &p);
+            self.queue(MAIN_SOCK, addr, &p);
             return;
         }
         let Some((local_idx, state)) = self.initiating(peer, now + self.cfg.handshake_retry, self.cfg.handshake_retry)
@@ -316,10 +350,11 @@ impl Endpoint {
         };
         if let State::Initiating { packet, .. } = &state {
             let p = *packet;
-            self.queue(addr, &p);
+            self.queue(MAIN_SOCK, addr, &p);
         }
         let slot = Slot {
             peer,
+            sock: MAIN_SOCK,
             addr,
             alt: [None; ALT_ADDRS],
             local_idx,
@@ -376,12 +411,13 @@ impl Endpoint {
         debug_assert!(n <= MAX_PLAINTEXT);
         let Some(slot) = self.slots[i].as_mut() else { return false };
         let State::Established { transport, .. } = &mut slot.state else { return false };
-        let dst = slot.addr;
+        let (sock, dst) = (slot.sock, slot.addr);
         let receiver = slot.remote_idx;
         slot.keepalive_due = None;
         let Some(d) = Self::reserve(&mut self.tx, &mut self.counters, self.cfg.queue_len) else { return false };
         match transport.seal(now, receiver, &plain[..n], &mut d.data) {
             Some(len) => {
+                d.sock = sock;
                 d.dst = dst;
                 d.len = len;
                 true
@@ -394,32 +430,20 @@ impl Endpoint {
     }
 
     /// Encrypts a media plaintext straight into `out` (no queue: media has its own pacing and
-    /// must not wait behind signalling); returns where to send it.
-    pub fn seal_to(
-        &mut self,
-        now: Instant,
-        peer: &DeviceId,
-        plain: &[u8],
-        out: &mut [u8],
-    ) -> Option<(SocketAddr, usize)> {
+    /// must not wait behind signalling); returns where to send it, and from which socket.
+    pub fn seal_to(&mut self, now: Instant, peer: &DeviceId, plain: &[u8], out: &mut [u8]) -> Option<Transmit> {
         let r = self.seal_plain(now, peer, plain, out)?;
         self.counters.tx_packets += 1;
         Some(r)
     }
 
-    fn seal_plain(
-        &mut self,
-        now: Instant,
-        peer: &DeviceId,
-        plain: &[u8],
-        out: &mut [u8],
-    ) -> Option<(SocketAddr, usize)> {
+    fn seal_plain(&mut self, now: Instant, peer: &DeviceId, plain: &[u8], out: &mut [u8]) -> Option<Transmit> {
         let i = self.best(peer)?;
         let slot = self.slots[i].as_mut()?;
         let State::Established { transport, .. } = &mut slot.state else { return None };
-        let n = transport.seal(now, slot.remote_idx, plain, out)?;
+        let len = transport.seal(now, slot.remote_idx, plain, out)?;
         slot.keepalive_due = None;
-        Some((slot.addr, n))
+        Some(Transmit { sock: slot.sock, dst: slot.addr, len })
     }
 
     fn keepalive_plain() -> Option<([u8; 8], usize)> {
@@ -434,16 +458,15 @@ impl Endpoint {
     /// there, so this is how a device that changed address is found again.
     pub fn seal_keepalive(&mut self, now: Instant, peer: &DeviceId, out: &mut [u8]) -> Option<usize> {
         let (plain, n) = Self::keepalive_plain()?;
-        let (_, len) = self.seal_to(now, peer, &plain[..n], out)?;
-        Some(len)
+        self.seal_to(now, peer, &plain[..n], out).map(|t| t.len)
     }
 
     /// Sends a keepalive on the session to `peer` to `addr` instead of the session's path.
     pub fn probe(&mut self, now: Instant, peer: &DeviceId, addr: SocketAddr) {
         let mut buf = [0u8; 64];
         let Some((plain, n)) = Self::keepalive_plain() else { return };
-        if let Some((_, len)) = self.seal_plain(now, peer, &plain[..n], &mut buf) {
-            self.queue(addr, &buf[..len]);
+        if let Some(t) = self.seal_plain(now, peer, &plain[..n], &mut buf) {
+            self.queue(MAIN_SOCK, addr, &buf[..t.len]);
         }
     }
 
@@ -454,16 +477,21 @@ impl Endpoint {
     }
 
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
-        self.handle(now, from, true, bytes);
+        self.handle(now, (MAIN_SOCK, from), true, bytes);
+    }
+
+    /// A datagram that came in on socket `sock` (see `Sock`).
+    pub fn handle_datagram_on(&mut self, now: Instant, sock: Sock, from: SocketAddr, bytes: &[u8]) {
+        self.handle(now, (sock, from), true, bytes);
     }
 
     /// A datagram `from` sent that reached us another way (passed on by a rendezvous node): it
     /// may move a session to `from`, but does not prove that path works.
     pub fn handle_relayed(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
-        self.handle(now, from, false, bytes);
+        self.handle(now, (MAIN_SOCK, from), false, bytes);
     }
 
-    fn handle(&mut self, now: Instant, from: SocketAddr, direct: bool, bytes: &[u8]) {
+    fn handle(&mut self, now: Instant, from: (Sock, SocketAddr), direct: bool, bytes: &[u8]) {
         self.media = None;
         self.counters.rx_packets += 1;
         match Packet::decode(bytes) {
@@ -478,7 +506,7 @@ impl Endpoint {
         }
     }
 
-    fn on_init(&mut self, now: Instant, from: SocketAddr, sender: u32, noise: &[u8]) {
+    fn on_init(&mut self, now: Instant, (sock, from): (Sock, SocketAddr), sender: u32, noise: &[u8]) {
         // A retransmitted message 1: answer with the same reply.
         let eph = &noise[..32];
         let mut resend = None;
@@ -490,7 +518,7 @@ impl Endpoint {
             }
         }
         if let Some(r) = resend {
-            self.queue(from, &r);
+            self.queue(sock, from, &r);
             return;
         }
         let responder = match handshake::respond(&self.key, noise) {
@@ -520,11 +548,12 @@ impl Endpoint {
             }
         };
         debug_assert_eq!(off + n, RESP_LEN);
-        self.queue(from, &packet);
+        self.queue(sock, from, &packet);
         let mut e = [0u8; 32];
         e.copy_from_slice(eph);
         let slot = Slot {
             peer: caller,
+            sock,
             addr: from,
             alt: [None; ALT_ADDRS],
             local_idx,
@@ -545,7 +574,7 @@ impl Endpoint {
         self.insert(slot);
     }
 
-    fn on_resp(&mut self, now: Instant, from: SocketAddr, direct: bool, ids: (u32, u32), noise: &[u8]) {
+    fn on_resp(&mut self, now: Instant, from: (Sock, SocketAddr), direct: bool, ids: (u32, u32), noise: &[u8]) {
         let (sender, receiver) = ids;
         let Some(i) = self.find(receiver) else {
             self.counters.dropped_unknown_session += 1;
@@ -597,7 +626,7 @@ impl Endpoint {
     fn on_data(
         &mut self,
         now: Instant,
-        (from, direct): (SocketAddr, bool),
+        (from, direct): ((Sock, SocketAddr), bool),
         receiver: u32,
         epoch: u8,
         counter: u64,
@@ -639,7 +668,7 @@ impl Endpoint {
         &mut self,
         now: Instant,
         slot: &mut Slot,
-        (from, direct): (SocketAddr, bool),
+        (from, direct): ((Sock, SocketAddr), bool),
         epoch: u8,
         counter: u64,
         header: &[u8],
@@ -691,8 +720,10 @@ impl Endpoint {
 
     /// Roaming, as WireGuard does it (an authenticated packet from a new address moves the
     /// session there), except that a path is not left for a worse class while it still works.
-    fn move_path(&self, slot: &mut Slot, now: Instant, from: SocketAddr, direct: bool) {
-        if from == slot.addr {
+    /// A path is our socket and the peer's address: the same address on another socket of ours
+    /// is another path (a birthday punch opens one on an aux socket).
+    fn move_path(&self, slot: &mut Slot, now: Instant, (sock, from): (Sock, SocketAddr), direct: bool) {
+        if (sock, from) == (slot.sock, slot.addr) {
             if direct {
                 slot.addr_rx = Some(now);
             }
@@ -707,6 +738,7 @@ impl Endpoint {
             slot.cands.rotate_right(1);
             slot.cands[0] = Some(old);
         }
+        slot.sock = sock;
         slot.addr = from;
         slot.addr_rx = direct.then_some(now);
         // Answer at once on the new path, so the peer learns it works too.
@@ -729,9 +761,9 @@ impl Endpoint {
                         *gap = (*gap * 2).min(Duration::from_secs(1));
                         *next_retry = now + *gap;
                         let (dst, alt, p) = (slot.addr, slot.alt, *packet);
-                        self.queue(dst, &p);
+                        self.queue(MAIN_SOCK, dst, &p);
                         for a in alt.into_iter().flatten() {
-                            self.queue(a, &p);
+                            self.queue(MAIN_SOCK, a, &p);
                         }
                     }
                 }
@@ -753,12 +785,12 @@ impl Endpoint {
         }
     }
 
-    pub fn poll_transmit(&mut self, buf: &mut [u8]) -> Option<(SocketAddr, usize)> {
+    pub fn poll_transmit(&mut self, buf: &mut [u8]) -> Option<Transmit> {
         let d = self.tx.pop_front()?;
         let n = d.len.min(buf.len());
         buf[..n].copy_from_slice(&d.data[..n]);
         self.counters.tx_packets += 1;
-        Some((d.dst, n))
+        Some(Transmit { sock: d.sock, dst: d.dst, len: n })
     }
 
     pub fn poll_event(&mut self) -> Option<SessionEvent> {
@@ -851,12 +883,18 @@ impl Endpoint {
             tx.pop_front();
             counters.dropped_tx_queue_full += 1;
         }
-        tx.push_back(Datagram { dst: SocketAddr::from(([0, 0, 0, 0], 0)), len: 0, data: [0u8; MAX_DATAGRAM] });
+        tx.push_back(Datagram {
+            sock: MAIN_SOCK,
+            dst: SocketAddr::from(([0, 0, 0, 0], 0)),
+            len: 0,
+            data: [0u8; MAX_DATAGRAM],
+        });
         tx.back_mut()
     }
 
-    fn queue(&mut self, dst: SocketAddr, bytes: &[u8]) {
+    fn queue(&mut self, sock: Sock, dst: SocketAddr, bytes: &[u8]) {
         if let Some(d) = Self::reserve(&mut self.tx, &mut self.counters, self.cfg.queue_len) {
+            d.sock = sock;
             d.dst = dst;
             d.len = bytes.len();
             d.data[..bytes.len()].copy_from_slice(bytes);
@@ -891,8 +929,8 @@ mod tests {
     fn drain(e: &mut Endpoint) -> Vec<(SocketAddr, Vec<u8>)> {
         let mut buf = [0u8; MAX_DATAGRAM];
         let mut v = Vec::new();
-        while let Some((to, n)) = e.poll_transmit(&mut buf) {
-            v.push((to, buf[..n].to_vec()));
+        while let Some(t) = e.poll_transmit(&mut buf) {
+            v.push((t.dst, buf[..t.len].to_vec()));
         }
         v
     }
@@ -1143,6 +1181,53 @@ mod tests {
         let p = from_a(&mut a, &idb, t1 + MS);
         b.handle_datagram(t1 + MS, public(1), &p);
         assert!(b.path_works(t1 + MS, &ida));
+    }
+
+    /// A birthday punch: B's session goes through a relay; A's keepalive arrives on B's aux
+    /// socket 7. The path is (socket, address): B moves to it, answers on it at once, and sends
+    /// everything from that socket, media included, until a packet on another path moves it.
+    #[test]
+    fn a_path_is_a_socket_and_an_address() {
+        let t0 = Instant::now();
+        let (mut a, mut b) = established(t0);
+        let (ida, idb) = (a.id(), b.id());
+        let relay = public(9);
+        b.add_relay(relay);
+        // The LAN path has gone quiet: the relay takes over.
+        let t0 = t0 + PATH_STALE;
+        let p = from_a(&mut a, &idb, t0);
+        b.handle_datagram(t0, relay, &p);
+        assert_eq!((b.path_class(&ida), b.path_sock(&ida)), (Some(PathClass::Relay), Some(MAIN_SOCK)));
+        assert!(!b.has_seen_ip(&ida, relay.ip()), "a relay is not where the peer is");
+        assert!(b.has_seen_ip(&ida, addr(1).ip()));
+        drain(&mut b);
+        let t1 = t0 + MS;
+        let p = from_a(&mut a, &idb, t1);
+        b.handle_datagram_on(t1, 7, public(1), &p);
+        assert_eq!(
+            (b.path_class(&ida), b.path_sock(&ida), b.peer_addr(&ida)),
+            (Some(PathClass::Direct), Some(7), Some(public(1)))
+        );
+        assert!(b.uses_sock(7) && b.path_works(t1, &ida));
+        b.handle_timeout(t1);
+        let mut buf = [0u8; MAX_DATAGRAM];
+        let t = b.poll_transmit(&mut buf).expect("an answer on the new path");
+        assert_eq!((t.sock, t.dst), (7, public(1)));
+        assert_eq!(b.seal_to(t1, &ida, &[1, 0, 0], &mut buf).map(|t| (t.sock, t.dst)), Some((7, public(1))));
+        // The same address on the main socket is another path (still direct: it moves).
+        let t2 = t1 + MS;
+        let p = from_a(&mut a, &idb, t2);
+        b.handle_datagram(t2, public(1), &p);
+        assert_eq!(b.path_sock(&ida), Some(MAIN_SOCK));
+        assert!(!b.uses_sock(7));
+        // A handshake that comes in on an aux socket is answered on it.
+        let mut c = ep(3, &[2]);
+        let mut b2 = ep(2, &[3]);
+        c.connect(t0, b2.id(), addr(2));
+        let init = drain(&mut c).remove(0).1;
+        b2.handle_datagram_on(t0, 4, addr(3), &init);
+        let t = b2.poll_transmit(&mut buf).expect("message 2");
+        assert_eq!((t.sock, t.dst), (4, addr(3)));
     }
 
     #[test]

@@ -5,6 +5,8 @@ mod handshake;
 mod replay;
 mod transport;
 
-pub use endpoint::{Counters, Endpoint, EndpointConfig, PATH_STALE, PathClass, SessionEvent};
+pub use endpoint::{
+    Counters, Endpoint, EndpointConfig, MAIN_SOCK, PATH_STALE, PathClass, SessionEvent, Sock, Transmit,
+};
 pub use replay::ReplayWindow;
 pub use transport::{EPOCH_PACKETS, MAX_PLAINTEXT, Transport};

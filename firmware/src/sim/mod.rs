@@ -4,7 +4,7 @@
 pub mod nat;
 
 use crate::config::{CallSettings, Config, Contact, ContactDevice, MediaSettings};
-use crate::device::{Command, Device, DeviceError, DeviceEvent, Input};
+use crate::device::{Aux, Command, Device, DeviceError, DeviceEvent, Input, MAX_AUX};
 use crate::identity::{DeviceId, DeviceKey};
 use crate::session::EndpointConfig;
 use crate::util::rng::Rng;
@@ -18,6 +18,9 @@ use std::time::{Duration, Instant};
 
 /// Beacons travel the simulated wire with this byte in front (a separate "socket").
 const BEACON_MARK: u8 = 0xbe;
+/// A device's aux socket `n` (1..=MAX_AUX, see `Device::poll_aux`) is port `AUX_PORT + n - 1` of
+/// its address, behind the same NAT as its main socket.
+pub const AUX_PORT: u16 = 20000;
 
 fn beacon(b: &[u8]) -> Vec<u8> {
     let mut v = Vec::with_capacity(b.len() + 1);
@@ -33,6 +36,37 @@ pub struct SimNode {
     pub online: bool,
     /// The NAT (index into `SimNet::nats`) this node sits behind; None: a public address.
     pub behind: Option<usize>,
+    /// Which aux sockets are open (index n - 1 for socket n), as the device asked.
+    pub aux: Vec<bool>,
+    /// The most aux sockets open at once, and how many were ever opened.
+    pub aux_peak: usize,
+    pub aux_opened: usize,
+}
+
+impl SimNode {
+    pub fn aux_open(&self) -> usize {
+        self.aux.iter().filter(|&&a| a).count()
+    }
+
+    /// The address socket `sock` is bound to.
+    fn sock_addr(&self, sock: u16) -> SocketAddr {
+        match sock {
+            0 => self.addr,
+            n => SocketAddr::new(self.addr.ip(), AUX_PORT + n - 1),
+        }
+    }
+
+    /// The open socket bound to `addr`, if any.
+    fn sock_at(&self, addr: SocketAddr) -> Option<u16> {
+        if !self.online || addr.ip() != self.addr.ip() {
+            return None;
+        }
+        if addr.port() == self.addr.port() {
+            return Some(0);
+        }
+        let n = addr.port().checked_sub(AUX_PORT)?;
+        self.aux.get(usize::from(n)).copied().unwrap_or(false).then_some(n + 1)
+    }
 }
 
 /// A datagram as it crossed the simulated wire.
@@ -125,7 +159,16 @@ impl SimNet {
     /// Adds device `n` (its key and address derive from `n`); returns its node index.
     pub fn add(&mut self, n: u8, config: &Config) -> usize {
         let dev = Device::new(config, key(n), EndpointConfig::default(), Rng::seeded(self.rng.next_u64()));
-        self.nodes.push(SimNode { addr: sim_addr(n), device: dev, events: Vec::new(), online: true, behind: None });
+        self.nodes.push(SimNode {
+            addr: sim_addr(n),
+            device: dev,
+            events: Vec::new(),
+            online: true,
+            behind: None,
+            aux: vec![false; MAX_AUX],
+            aux_peak: 0,
+            aux_opened: 0,
+        });
         self.nodes.len() - 1
     }
 
@@ -151,10 +194,14 @@ impl SimNet {
         }
     }
 
-    /// What a datagram from node `i` to `to` looks like on the wire it reaches: its source after
-    /// NAT; None if it goes nowhere (a private address elsewhere, or no hairpinning).
-    fn route_out(&mut self, i: usize, to: SocketAddr) -> Option<SocketAddr> {
-        let from = self.nodes[i].addr;
+    /// What a datagram from node `i`'s socket `sock` to `to` looks like on the wire it reaches:
+    /// its source after NAT; None if it goes nowhere (a private address elsewhere, no
+    /// hairpinning, or a socket that is not open).
+    fn route_out(&mut self, i: usize, sock: u16, to: SocketAddr) -> Option<SocketAddr> {
+        let from = self.nodes[i].sock_addr(sock);
+        if sock > 0 && self.nodes[i].sock_at(from) != Some(sock) {
+            return None;
+        }
         let Some(k) = self.nodes[i].behind else {
             return Self::lan_of(&to).is_none().then_some(from);
         };
@@ -167,13 +214,13 @@ impl SimNet {
         Some(self.nats[k].outbound(self.now, from, to))
     }
 
-    /// The node a datagram from `from` to `to` reaches, through the NAT it arrives at.
-    fn route_in(&mut self, from: SocketAddr, to: SocketAddr) -> Option<usize> {
+    /// The node and socket a datagram from `from` to `to` reaches, through the NAT it arrives at.
+    fn route_in(&mut self, from: SocketAddr, to: SocketAddr) -> Option<(usize, u16)> {
         let to = match self.nats.iter().position(|n| IpAddr::V4(n.public) == to.ip()) {
             Some(k) => self.nats[k].inbound(self.now, from, to.port())?,
             None => to,
         };
-        self.nodes.iter().position(|n| n.addr == to && n.online)
+        self.nodes.iter().enumerate().find_map(|(i, n)| n.sock_at(to).map(|s| (i, s)))
     }
 
     /// Starts device `n`'s DHT (through the devices `bootstrap`) and, if its config allows, LAN
@@ -252,10 +299,11 @@ impl SimNet {
             assert!(stuck.1 < 1_000_000, "livelock: a timer stays due at {:?}", self.now - self.start);
             if next_packet == Some(next) {
                 let Some(Reverse((_, _, from, to, bytes))) = self.inflight.pop() else { break };
-                if let Some(i) = self.route_in(from, to) {
+                if let Some((i, sock)) = self.route_in(from, to) {
                     let now = self.now;
                     let input = match bytes.split_first() {
                         Some((&BEACON_MARK, b)) => Input::Beacon { from, bytes: b },
+                        _ if sock > 0 => Input::AuxDatagram { sock, from, bytes: &bytes },
                         _ => Input::Datagram { from, bytes: &bytes },
                     };
                     self.nodes[i].device.handle_input(now, input).ok();
@@ -273,9 +321,22 @@ impl SimNet {
     fn drain(&mut self, i: usize) {
         let mut buf = [0u8; MAX_DATAGRAM];
         let at = self.elapsed();
-        while let Some((to, n)) = self.nodes[i].device.poll_transmit(&mut buf) {
-            let Some(from) = self.route_out(i, to) else { continue };
-            let bytes = buf[..n].to_vec();
+        let node = &mut self.nodes[i];
+        while let Some(a) = node.device.poll_aux() {
+            let (n, open) = match a {
+                Aux::Open(n) => (n, true),
+                Aux::Close(n) => (n, false),
+            };
+            if let Some(s) = usize::from(n).checked_sub(1).and_then(|k| node.aux.get_mut(k)) {
+                node.aux_opened += usize::from(open && !*s);
+                *s = open;
+            }
+            node.aux_peak = node.aux_peak.max(node.aux_open());
+        }
+        while let Some(t) = self.nodes[i].device.poll_transmit(&mut buf) {
+            let to = t.dst;
+            let Some(from) = self.route_out(i, t.sock, to) else { continue };
+            let bytes = buf[..t.len].to_vec();
             if self.record {
                 self.wire.push(Sent { at, from, to, bytes: bytes.clone() });
             }

@@ -59,6 +59,19 @@ pub enum Message {
         call: CallId,
         reason: EndReason,
     },
+    /// What our NAT does (`nat::NatClass`: 0 unknown, 1 open, 2 consistent mapping, 3 random
+    /// mapping) and a public address of ours; `ack`: we have the peer's. Sent once a call is up,
+    /// so that the two sides can tell whether a birthday punch could find them a direct path.
+    Nat {
+        class: u8,
+        addr: Option<std::net::SocketAddr>,
+        ack: bool,
+    },
+    /// From the side whose NAT maps at random: it opened its extra sockets for birthday punch
+    /// `punch`; the other side sprays its probes now.
+    Birthday {
+        punch: u32,
+    },
 }
 
 impl Message {
@@ -86,12 +99,19 @@ mod tests {
     use super::*;
     #[test]
     fn round_trip_and_garbage() {
-        let mut b = [0u8; 32];
-        for m in
-            [Message::Keepalive, Message::Invite { call: u64::MAX }, Message::End { call: 5, reason: EndReason::Busy }]
-        {
+        let mut b = [0u8; 64];
+        let v6 = "[2001:db8::1]:65535".parse().ok();
+        for m in [
+            Message::Keepalive,
+            Message::Invite { call: u64::MAX },
+            Message::End { call: 5, reason: EndReason::Busy },
+            Message::Nat { class: 3, addr: v6, ack: true },
+            Message::Nat { class: 0, addr: None, ack: false },
+            Message::Birthday { punch: u32::MAX },
+        ] {
             let n = m.encode(&mut b).unwrap();
             assert_eq!(Message::decode(&b[..n]), Some(m));
+            assert!(n <= 32, "{m:?} takes {n} bytes");
             assert_eq!(Message::decode(&b[..n.saturating_sub(1)]).filter(|_| n > 1), None);
         }
         assert_eq!(Message::decode(&[0, 200, 1, 2]), None);

@@ -115,7 +115,8 @@ impl MediaCall {
         loop {
             let mut any = false;
             for i in 0..2 {
-                while let Some((_, n)) = self.devs[i].poll_transmit(&mut self.buf) {
+                while let Some(t) = self.devs[i].poll_transmit(&mut self.buf) {
+                    let n = t.len;
                     any = true;
                     self.sent += 1;
                     let drop = self.blackout || (self.loss_ppm > 0 && self.rng.next_u32() % 1_000_000 < self.loss_ppm);
