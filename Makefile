@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 # Debian packages the build and tests need (cmake etc. for the codec crates).
-DEB_PACKAGES := build-essential pkg-config cmake file nasm ffmpeg coturn nftables iproute2
+DEB_PACKAGES := build-essential pkg-config cmake file nasm ffmpeg coturn nftables iproute2 miniupnpd-nftables miniupnpc
 
 .PHONY: demo test deps lint unit bench-smoke nat-lab cross fuzz-smoke clean
 
@@ -45,12 +45,14 @@ bench-smoke:
 	cat target/bench-dht.json
 	grep -q '"success_rate":1.0' target/bench-dht.json && grep -q '"record_found_rate":1.0' target/bench-dht.json
 
-# Real kernel NAT in network namespaces (tests/nat/README.md): needs root and netns; skipped,
-# loudly, where either is missing.
+# Real kernel NAT in network namespaces (tests/nat/README.md): the lab's self-test, the NAT
+# matrix of real binaries (fails unless every target holds), the birthday punch and port
+# mapping against miniupnpd. Needs root and netns; skipped, loudly, where either is missing.
 nat-lab:
 	@if [ "$$(id -u)" != 0 ] || ! ip netns add pcn-canary 2>/dev/null; then \
 	  echo "*** SKIPPED nat-lab: needs root and network namespaces"; \
-	else ip netns del pcn-canary; tests/nat/selftest.sh; fi
+	else ip netns del pcn-canary; $(CARGO) build -p peercom && tests/nat/selftest.sh && \
+	  tests/nat/matrix.sh --check && tests/nat/birthday.sh && tests/nat/portmap.sh; fi
 
 # aarch64 build with Debian's toolchain; the unit tests run under qemu-user.
 cross:

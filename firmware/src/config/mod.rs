@@ -34,6 +34,8 @@ pub struct Config {
     pub lan_group: Option<SocketAddrV4>,
     /// Join the DHT (find contacts and be found over the internet). On by default.
     pub dht: bool,
+    /// Ask the home router (UPnP-IGD, NAT-PMP, PCP) to forward our UDP port. On by default.
+    pub port_mapping: bool,
     pub call: CallSettings,
     pub media: MediaSettings,
 }
@@ -266,6 +268,7 @@ impl Config {
         let mut stun = Vec::new();
         let mut lan_group = Some(DEFAULT_LAN_GROUP);
         let dht = raw.network.as_ref().and_then(|n| n.dht).unwrap_or(true);
+        let port_mapping = raw.network.as_ref().and_then(|n| n.port_mapping).unwrap_or(true);
         if let Some(n) = &raw.network {
             if let Some(g) = &n.lan_group {
                 let a: SocketAddrV4 = g.get_ref().trim().parse().map_err(|_| {
@@ -302,6 +305,7 @@ impl Config {
             stun,
             lan_group,
             dht,
+            port_mapping,
             call,
             media,
         })
@@ -411,11 +415,26 @@ mod tests {
     }
 
     #[test]
+    fn port_mapping_is_on_unless_turned_off() {
+        let parse = |t: &str| Config::parse(Path::new("/x/peercom.toml"), t, false);
+        assert!(parse(&base()).unwrap().port_mapping, "on by default");
+        let on = format!("{}\n[network]\ndht = false\n", base());
+        assert!(parse(&on).unwrap().port_mapping, "on when [network] does not mention it");
+        let off = format!("{}\n[network]\nport_mapping = false\n", base());
+        assert!(!parse(&off).unwrap().port_mapping);
+        let bad = format!("{}\n[network]\nport_mapping = \"no\"\n", base());
+        assert!(err(&bad).ends_with(":16:16: invalid type: string \"no\", expected a boolean"), "{}", err(&bad));
+        let typo = format!("{}\n[network]\nportmapping = false\n", base());
+        assert!(err(&typo).contains("unknown field `portmapping`"), "{}", err(&typo));
+    }
+
+    #[test]
     fn example_config_is_valid() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/peercom.toml");
         let text = std::fs::read_to_string(&path).unwrap();
         let c = Config::parse(&path, &text, false).unwrap();
         assert!(!c.contacts.is_empty());
+        assert!(c.port_mapping);
     }
 
     #[test]

@@ -79,4 +79,5 @@ pub struct RawNetwork {
     pub lan_discovery: Option<bool>,
     pub dht: Option<bool>,
     pub lan_group: Option<Spanned<String>>,
+    pub port_mapping: Option<bool>,
 }

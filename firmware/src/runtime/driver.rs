@@ -145,8 +145,13 @@ pub fn start(
     let shared = media.as_ref().map(|(l, _)| l.shared.clone());
     let handle = DeviceHandle { tx, phase: phase_rx, events: events.clone(), contacts, local_addr, media: shared };
     let name = config.name.clone();
-    let net =
-        Network { key: net_key, bootstrap: config.bootstrap.clone(), stun: config.stun.clone(), local: local_addr };
+    let net = Network {
+        key: net_key,
+        bootstrap: config.bootstrap.clone(),
+        stun: config.stun.clone(),
+        local: local_addr,
+        portmap: super::portmap::start(&config.name, config.port_mapping, local_addr),
+    };
     let task = tokio::spawn(run(name, device, socket, board, rx, phase_tx, events, media, net));
     Ok((handle, task))
 }
@@ -157,6 +162,8 @@ struct Network {
     bootstrap: Vec<String>,
     stun: Vec<String>,
     local: std::net::SocketAddr,
+    /// The router port-mapping task (runtime/portmap.rs), already running.
+    portmap: super::portmap::PortMap,
 }
 
 /// An instant of the past as milliseconds since the Unix epoch (fractional: µs resolution).
@@ -256,6 +263,7 @@ async fn run(
     let mut aux = super::aux::AuxSockets::new(net.local);
     let mut aux_buf = [0u8; 2048];
     let mut net_shown = None;
+    let mut portmap = net.portmap;
     let (mut link, mut inputs) = match media {
         Some((l, i)) => (Some(l), Some(i)),
         None => (None, None),
@@ -377,6 +385,7 @@ async fn run(
                 let boot = resolve_bootstrap(&name, &net.bootstrap).await;
                 device.dht_bootstrap(Instant::now(), &boot);
             }
+            m = portmap.changed() => device.set_mapped(Instant::now(), m),
             Some(f) = video_in => {
                 if let Some(l) = link.as_mut() {
                     l.on_video(Instant::now(), device.media(), f);
@@ -402,6 +411,7 @@ async fn run(
                         "board": board.kind(),
                         "leds": leds,
                         "first_remote_frame_unix_ms": first_frame,
+                        "port_mapping": portmap.current().map(|a| a.to_string()),
                     });
                     let _ = reply.send((device.status(), extra));
                 }
@@ -422,6 +432,7 @@ async fn run(
                     if let Some(l) = link.take() {
                         l.stop();
                     }
+                    portmap.stop().await;
                     log!("{name}: stopped");
                     return;
                 }

@@ -8,6 +8,7 @@ pub mod lan_socket;
 pub mod media;
 pub mod node;
 pub mod node_state;
+pub mod portmap;
 pub mod protocol;
 
 pub use driver::{DeviceHandle, Notice, resolve_bootstrap, start};

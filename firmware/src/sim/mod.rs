@@ -131,6 +131,7 @@ pub fn sim_config(n: u8, name: &str, contacts: &[(&str, Option<u8>, &[u8])], cal
         stun: vec![],
         lan_group: None,
         dht: true,
+        port_mapping: false,
         call,
         media: MediaSettings::default(),
     }
