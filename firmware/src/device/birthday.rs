@@ -243,10 +243,12 @@ impl Device {
         }
     }
 
-    /// Our NAT class and public address, as we tell the peer.
+    /// Our NAT class and public address, as we tell the peer, and our port mapping when it is
+    /// a path of its own (not also where our NAT maps our traffic).
     fn nat_message(&self, ack: bool) -> Message {
         let addr = self.mapped.or_else(|| self.nat.public_addrs().next());
-        Message::Nat { class: class_code(self.nat.class()), addr, ack }
+        let mapped = self.mapped.filter(|m| !self.nat.public_addrs().any(|p| p == *m));
+        Message::Nat { class: class_code(self.nat.class()), addr, ack, mapped }
     }
 
     /// A `Nat` or `Birthday` message from `from`.
@@ -255,7 +257,8 @@ impl Device {
             return;
         }
         match msg {
-            Message::Nat { class, addr, ack } => {
+            Message::Nat { class, addr, ack, mapped } => {
+                self.endpoint.set_peer_mapped(&from, mapped);
                 let new = self.birthday.theirs.is_none();
                 self.birthday.theirs = Some((class_of(class), addr));
                 self.birthday.acked |= ack;

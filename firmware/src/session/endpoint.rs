@@ -84,7 +84,10 @@ pub struct Counters {
 pub enum PathClass {
     /// Through a relay node.
     Relay,
-    /// A public address: the peer's own, its NAT's mapping (punched or port-mapped).
+    /// A port its router forwards to it (UPnP-IGD, NAT-PMP, PCP), where that is not also the
+    /// address its NAT maps its traffic to: a path that depends on a lease in the router.
+    Mapped,
+    /// A public address: the peer's own, or its NAT's mapping of its traffic (punched).
     Direct,
     /// A private, link-local, shared (CGN) or loopback address: the same network.
     Lan,
@@ -161,6 +164,8 @@ struct Slot {
     addr_rx: Option<Instant>,
     /// Other addresses the peer had: probed for a direct path while we go through a relay.
     cands: [Option<SocketAddr>; CANDIDATES],
+    /// The peer's port-mapped address, as it told us (`set_peer_mapped`).
+    mapped: Option<SocketAddr>,
     /// Armed when a message arrives, cancelled by anything we send (WireGuard's passive
     /// keepalive): the peer learns we are alive even when we have nothing to say.
     keepalive_due: Option<Instant>,
@@ -262,13 +267,21 @@ impl Endpoint {
 
     /// What kind of path the session to `peer` uses now.
     pub fn path_class(&self, peer: &DeviceId) -> Option<PathClass> {
-        self.best(peer).and_then(|i| self.slots[i].as_ref()).map(|s| self.class(&s.addr))
+        self.best(peer).and_then(|i| self.slots[i].as_ref()).map(|s| self.class(s, &s.addr))
     }
 
     /// An authenticated packet came straight from the session's address within `PATH_STALE`.
     pub fn path_works(&self, now: Instant, peer: &DeviceId) -> bool {
         let slot = self.best(peer).and_then(|i| self.slots[i].as_ref());
         slot.and_then(|s| s.addr_rx).is_some_and(|t| now < t + PATH_STALE)
+    }
+
+    /// `peer` told us the public port its router forwards to it; None when it has none, or when
+    /// it is also where its NAT maps its own traffic (then it is a direct path like any other).
+    pub fn set_peer_mapped(&mut self, peer: &DeviceId, mapped: Option<SocketAddr>) {
+        for s in self.slots.iter_mut().flatten().filter(|s| s.peer == *peer) {
+            s.mapped = mapped;
+        }
     }
 
     /// `addr` is a relay node: packets from it are passed on from the peer, and a path through
@@ -364,6 +377,7 @@ impl Endpoint {
             last_rx: now,
             addr_rx: None,
             cands: [None; CANDIDATES],
+            mapped: None,
             keepalive_due: None,
             confirmed_at: None,
         };
@@ -568,6 +582,7 @@ impl Endpoint {
             last_rx: now,
             addr_rx: None,
             cands: [None; CANDIDATES],
+            mapped: None,
             keepalive_due: None,
             confirmed_at: None,
         };
@@ -700,9 +715,12 @@ impl Endpoint {
         Some((slot.peer, n, newly_confirmed))
     }
 
-    fn class(&self, addr: &SocketAddr) -> PathClass {
+    fn class(&self, slot: &Slot, addr: &SocketAddr) -> PathClass {
         if self.relays.contains(&Some(*addr)) {
             return PathClass::Relay;
+        }
+        if slot.mapped == Some(*addr) {
+            return PathClass::Mapped;
         }
         let lan = match addr.ip() {
             std::net::IpAddr::V4(ip) => {
@@ -730,11 +748,11 @@ impl Endpoint {
             return;
         }
         let proven = slot.addr_rx.is_some_and(|t| now < t + PATH_STALE);
-        if proven && self.class(&from) < self.class(&slot.addr) {
+        if proven && self.class(slot, &from) < self.class(slot, &slot.addr) {
             return;
         }
         let old = slot.addr;
-        if self.class(&old) != PathClass::Relay && !slot.cands.contains(&Some(old)) {
+        if self.class(slot, &old) != PathClass::Relay && !slot.cands.contains(&Some(old)) {
             slot.cands.rotate_right(1);
             slot.cands[0] = Some(old);
         }
@@ -1165,6 +1183,31 @@ mod tests {
         assert_eq!(b.path_class(&ida), Some(PathClass::Direct));
         b.probe_candidates(late + 2 * MS, &ida);
         assert_eq!(drain(&mut b).iter().map(|d| d.0).collect::<Vec<_>>(), [addr(1)]);
+    }
+
+    /// LAN, then direct, then a port the peer's router forwards (mapped), then a relay.
+    #[test]
+    fn a_port_mapped_path_ranks_below_a_direct_one_and_above_a_relay() {
+        let t0 = Instant::now();
+        let (mut a, mut b) = established(t0);
+        let (ida, idb) = (a.id(), b.id());
+        let (relay, mapped, direct) = (public(9), public(2), public(1));
+        b.add_relay(relay);
+        b.set_peer_mapped(&ida, Some(mapped));
+        let t1 = t0 + PATH_STALE;
+        let mut hear = |b: &mut Endpoint, at: Instant, from: SocketAddr| {
+            let p = from_a(&mut a, &idb, at);
+            b.handle_datagram(at, from, &p);
+            b.path_class(&ida)
+        };
+        assert_eq!(hear(&mut b, t1, relay), Some(PathClass::Relay));
+        assert_eq!(hear(&mut b, t1 + MS, mapped), Some(PathClass::Mapped), "mapped beats a relay at once");
+        assert_eq!(hear(&mut b, t1 + 2 * MS, direct), Some(PathClass::Direct), "direct beats mapped at once");
+        assert_eq!(hear(&mut b, t1 + 3 * MS, mapped), Some(PathClass::Direct), "not left while it works");
+        assert_eq!(hear(&mut b, t1 + 3 * MS, relay), Some(PathClass::Direct));
+        let quiet = t1 + 2 * MS + PATH_STALE;
+        assert_eq!(hear(&mut b, quiet, mapped), Some(PathClass::Mapped), "the direct path went quiet");
+        assert_eq!(b.peer_addr(&ida), Some(mapped));
     }
 
     #[test]

@@ -62,10 +62,13 @@ pub enum Message {
     /// What our NAT does (`nat::NatClass`: 0 unknown, 1 open, 2 consistent mapping, 3 random
     /// mapping) and a public address of ours; `ack`: we have the peer's. Sent once a call is up,
     /// so that the two sides can tell whether a birthday punch could find them a direct path.
+    /// `mapped`: the port our router forwards to us, if that is not also where our NAT maps our
+    /// traffic (the peer then ranks a path there below a direct one: `session::PathClass`).
     Nat {
         class: u8,
         addr: Option<std::net::SocketAddr>,
         ack: bool,
+        mapped: Option<std::net::SocketAddr>,
     },
     /// From the side whose NAT maps at random: it opened its extra sockets for birthday punch
     /// `punch`; the other side sprays its probes now.
@@ -105,13 +108,13 @@ mod tests {
             Message::Keepalive,
             Message::Invite { call: u64::MAX },
             Message::End { call: 5, reason: EndReason::Busy },
-            Message::Nat { class: 3, addr: v6, ack: true },
-            Message::Nat { class: 0, addr: None, ack: false },
+            Message::Nat { class: 3, addr: v6, ack: true, mapped: v6 },
+            Message::Nat { class: 0, addr: None, ack: false, mapped: None },
             Message::Birthday { punch: u32::MAX },
         ] {
             let n = m.encode(&mut b).unwrap();
             assert_eq!(Message::decode(&b[..n]), Some(m));
-            assert!(n <= 32, "{m:?} takes {n} bytes");
+            assert!(n <= 48, "{m:?} takes {n} bytes");
             assert_eq!(Message::decode(&b[..n.saturating_sub(1)]).filter(|_| n > 1), None);
         }
         assert_eq!(Message::decode(&[0, 200, 1, 2]), None);
