@@ -84,6 +84,18 @@ fn homes_with(seed: u64, a: Option<NatKind>, b: Option<NatKind>, same_router: bo
     Homes { net, a: ia, b: ib, nat_a, nat_b }
 }
 
+/// Runs in 50 ms steps until `cond` holds (at most `limit`); how long that took.
+fn wait_until(net: &mut SimNet, limit: Duration, cond: impl Fn(&SimNet) -> bool) -> Option<Duration> {
+    let t0 = net.elapsed();
+    while net.elapsed() - t0 < limit {
+        net.run_for(50 * MS);
+        if cond(net) {
+            return Some(net.elapsed() - t0);
+        }
+    }
+    None
+}
+
 /// A calls B (who answers at once); the call runs for 13 s.
 fn call_across(seed: u64, a: Option<NatKind>, b: Option<NatKind>, same_router: bool) -> Outcome {
     let Homes { net, a: ia, b: ib, nat_b: nb, .. } = homes(seed, a, b, same_router);
@@ -225,16 +237,10 @@ fn a_call_survives_a_router_reboot_with_a_new_public_address() {
         let k = nat_a.unwrap();
         let new_ip = std::net::Ipv4Addr::new(198, 18, 1, 99);
         net.nats[k].reboot(Some(new_ip));
-        let t0 = net.elapsed();
-        let mut moved = None;
-        for _ in 0..100 {
-            net.run_for(50 * MS);
-            if net.nodes[b].device.path_to(&a_id).is_some_and(|p| p.ip() == IpAddr::V4(new_ip)) {
-                moved = Some(net.elapsed() - t0);
-                break;
-            }
-        }
-        let moved = moved.unwrap_or_else(|| panic!("{kind:?}: B never heard A's new address"));
+        let moved_there =
+            |net: &SimNet| net.nodes[b].device.path_to(&a_id).is_some_and(|p| p.ip() == IpAddr::V4(new_ip));
+        let moved = wait_until(&mut net, 5000 * MS, moved_there)
+            .unwrap_or_else(|| panic!("{kind:?}: B never heard A's new address"));
         assert!(moved <= 2000 * MS, "{kind:?}: path moved after {moved:?}");
         net.run_for(15_000 * MS);
         assert_eq!(net.nodes[a].device.phase(), Phase::InCall, "{kind:?}");
@@ -293,32 +299,15 @@ fn a_relayed_call_moves_to_a_direct_path_when_one_appears_and_back_when_it_break
 
     // The firewall opens: both sides probe every second, so direct within ~2 s.
     net.cut.clear();
-    let t1 = net.elapsed();
-    let mut direct = None;
-    for _ in 0..60 {
-        net.run_for(50 * MS);
-        if class(&net) == (Some(PathClass::Direct), Some(PathClass::Direct)) {
-            direct = Some(net.elapsed() - t1);
-            break;
-        }
-    }
-    let direct = direct.expect("the call moved to the direct path");
+    let both = |c| move |net: &SimNet| class(net) == (Some(c), Some(c));
+    let direct = wait_until(&mut net, 3000 * MS, both(PathClass::Direct)).expect("the call moved to the direct path");
     assert!(direct <= 2500 * MS, "{direct:?}");
     assert_eq!(net.nodes[a].device.path_to(&idb).map(|p| p.ip()), Some(pb));
     eprintln!("moved to the direct path {} ms after it opened", direct.as_millis());
 
     // And back to the relay when the direct path fails.
     net.cut.push((pa, pb));
-    let t2 = net.elapsed();
-    let mut back = None;
-    for _ in 0..60 {
-        net.run_for(50 * MS);
-        if class(&net) == (Some(PathClass::Relay), Some(PathClass::Relay)) {
-            back = Some(net.elapsed() - t2);
-            break;
-        }
-    }
-    let back = back.expect("back on the relay");
+    let back = wait_until(&mut net, 3000 * MS, both(PathClass::Relay)).expect("back on the relay");
     assert!(back <= 2500 * MS, "{back:?}");
     eprintln!("back on the relay {} ms after the direct path broke", back.as_millis());
     net.run_for(10_000 * MS);

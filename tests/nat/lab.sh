@@ -45,6 +45,26 @@ LAB_UDP_TIMEOUT="" LAB_UDP_TIMEOUT_STREAM=""   # conntrack UDP timeouts seen in 
 LAB_PIDS=()                # background processes started with lab_spawn
 
 # lab_ns ROLE -> namespace name
+# The Python interpreter itself, not a version-manager shim (which costs ~80 ms per start).
+PY="$("${PYTHON:-python3}" -c 'import sys; print(sys.executable)')"
+
+# jget JSON PYEXPR : evaluate PYEXPR with d = the parsed JSON; prints "" for None or any error,
+# JSON for dicts, lists and booleans.
+jget() {
+    "$PY" -c '
+import json, sys
+try:
+    d = json.loads(sys.argv[1])
+    v = eval(sys.argv[2])
+except Exception:
+    v = None
+print("" if v is None else (json.dumps(v) if isinstance(v, (dict, list, bool)) else v))
+' "$1" "$2"
+}
+
+# jfile FILE PYEXPR : jget on the JSON in FILE ("" when there is no such file).
+jfile() { jget "$(cat "$1" 2>/dev/null)" "$2"; }
+
 lab_ns() { printf '%s%s\n' "$LAB_PREFIX" "$1"; }
 
 LAB_NS_INET="$(lab_ns inet)"

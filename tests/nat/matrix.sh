@@ -58,8 +58,6 @@ if [[ "$STUN" == 1 ]] && ! command -v turnserver >/dev/null; then
     echo "matrix: turnserver (coturn) not found: running without a STUN server" >&2
     STUN=0
 fi
-# The interpreter itself, not a version-manager shim (which costs ~80 ms per start).
-PY="$("${PYTHON:-python3}" -c 'import sys; print(sys.executable)')"
 
 # Nodes on 198.18.0.2.. (the first NODES server addresses); coturn, when used, on the last one.
 SERVERS=("$LAB_SRV1" "$LAB_SRV2" "$LAB_SRV3" "$LAB_SRV4")
@@ -82,18 +80,6 @@ results="$OUT/cases.list"   # the result.json of each case, in order
 
 # --- helpers ---
 
-# jfile FILE PYEXPR : evaluate PYEXPR with d = the JSON in FILE ("" for None/errors/no file).
-jfile() {
-    "$PY" -c '
-import json, sys
-try:
-    d = json.load(open(sys.argv[1]))
-    v = eval(sys.argv[2])
-except Exception:
-    v = None
-print("" if v is None else (json.dumps(v) if isinstance(v, (dict, list, bool)) else v))
-' "$1" "$2"
-}
 
 # ctl SOCK ARGS... : peercom ctl against a device's control socket (a Unix socket: no netns).
 ctl() { local s="$1"; shift; "$BIN" ctl --socket "$s" "$@"; }

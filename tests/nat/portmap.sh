@@ -28,7 +28,6 @@ export LAB_ID="${LAB_ID:-pm}"
 # shellcheck source-path=SCRIPTDIR source=lab.sh
 source "$here/lab.sh"
 LAB_QUIET=1
-PY="$("${PYTHON:-python3}" -c 'import sys; print(sys.executable)')"
 PEERCOM="${PEERCOM:-$root/target/debug/peercom}"
 # Mappings asked for with this lifetime (seconds), to watch them being renewed.
 LIFETIME="${PORTMAP_LIFETIME:-30}"
@@ -59,18 +58,6 @@ check() {
     if "$@"; then record "$name" yes "$detail"; else record "$name" no "$detail"; fi
 }
 
-# jget JSON PYEXPR : evaluate PYEXPR with d = the parsed JSON (prints "" for None/errors).
-jget() {
-    "$PY" -c '
-import json, sys
-try:
-    d = json.loads(sys.argv[1])
-    v = eval(sys.argv[2])
-except Exception:
-    v = None
-print("" if v is None else (json.dumps(v) if isinstance(v, (dict, list, bool)) else v))
-' "$1" "$2"
-}
 
 # wait_until TIMEOUT_S CMD... : poll (every 50 ms) until CMD succeeds, for at most TIMEOUT_S
 # seconds of wall-clock time (however long CMD itself takes).

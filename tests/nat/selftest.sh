@@ -20,8 +20,6 @@ esac
 # shellcheck source-path=SCRIPTDIR source=lab.sh
 source "$here/lab.sh"
 LAB_QUIET=1
-# The interpreter itself, not a version-manager shim (which costs ~80 ms per start).
-PY="$("${PYTHON:-python3}" -c 'import sys; print(sys.executable)')"
 tmp="$(mktemp -d)"
 cleanup() { lab_down; rm -rf "$tmp"; }
 trap cleanup EXIT
@@ -34,18 +32,6 @@ labname=""
 
 probe() { local ns="$1"; shift; in_ns "$ns" "$PY" "$here/probe.py" "$@"; }
 
-# jget JSON PYEXPR : evaluate PYEXPR with d = the parsed JSON (prints "" for None/errors).
-jget() {
-    "$PY" -c '
-import json, sys
-try:
-    d = json.loads(sys.argv[1])
-    v = eval(sys.argv[2])
-except Exception:
-    v = None
-print("" if v is None else (json.dumps(v) if isinstance(v, (dict, list)) else v))
-' "$1" "$2"
-}
 
 # The last line of FILE that has "event": "NAME".
 event_line() { grep -F "\"event\": \"$2\"" "$1" | tail -n1 || true; }

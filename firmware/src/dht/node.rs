@@ -570,9 +570,10 @@ impl Node {
             return false;
         }
         let Some(to) = self.relay.as_mut().and_then(|r| r.route(now, from, bytes.len())) else { return false };
-        match self.tx.room() {
-            Some(room) => {
-                room[..bytes.len()].copy_from_slice(bytes);
+        // The room left may be short of a full datagram while the queue is not drained.
+        match self.tx.room().and_then(|room| room.get_mut(..bytes.len())) {
+            Some(dst) => {
+                dst.copy_from_slice(bytes);
                 self.tx.commit(to, bytes.len());
             }
             None => self.counters.dropped_tx_full += 1,
@@ -1357,6 +1358,36 @@ fn reply_token(body: &Body<'_>) -> Option<Token> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A relaying node whose owner does not drain it: full-size datagrams are dropped and
+    /// counted once the queue is short of room, never a panic; what was queued comes out whole.
+    #[test]
+    fn relaying_into_a_full_queue_drops_and_counts() {
+        let t0 = Instant::now();
+        let cfg = NodeConfig {
+            relay: Some(RelayConfig { rate: 100_000_000, burst: 10_000_000, ..RelayConfig::default() }),
+            tx_bytes: 3000,
+            ..NodeConfig::default()
+        };
+        let mut node = Node::new(NodeId([1; 32]), cfg, Rng::seeded(1), t0, 0);
+        let (a, b): (SocketAddr, SocketAddr) = ("203.0.113.1:1".parse().unwrap(), "198.51.100.2:2".parse().unwrap());
+        let relay = node.relay.as_mut().unwrap();
+        assert!(relay.allocate(t0, [7; 16], a, b));
+        assert!(relay.join(t0, &[7; 16], b).is_some());
+        let mut packet = [3u8; MAX_DATAGRAM];
+        packet[1] = 1;
+        for _ in 0..10 {
+            assert!(node.relay_datagram(t0, a, &packet));
+        }
+        assert!(node.counters().dropped_tx_full > 0);
+        let mut out = [0u8; MAX_DATAGRAM];
+        let mut sent = 0;
+        while let Some((dst, n)) = node.poll_transmit(&mut out) {
+            assert_eq!((dst, &out[..n]), (b, &packet[..]));
+            sent += 1;
+        }
+        assert_eq!(sent + node.counters().dropped_tx_full, 10);
+    }
 
     /// Datagrams come out whole and in order, whether the owner drains the queue after every
     /// input or lets it fill (then the waiting ones move to the front), and a full queue refuses.
