@@ -54,6 +54,8 @@ pub struct MediaSpec {
     pub width: usize,
     pub height: usize,
     pub fps: u32,
+    /// The zero of the µs timestamps the devices report (capture and playout times).
+    pub clock: std::time::Instant,
 }
 
 pub trait Board: Send {

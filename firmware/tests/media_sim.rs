@@ -75,6 +75,10 @@ impl Call {
                     m.push_audio(us, &[7u8; 90]);
                 }
             }
+            // The runtime sends after every input; so does this harness.
+            for i in 0..2 {
+                self.net.flush(self.sides[i].node);
+            }
             for i in 0..2 {
                 self.net.run_for(Duration::ZERO);
                 let node = self.sides[i].node;

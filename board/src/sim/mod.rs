@@ -4,7 +4,7 @@ mod audio;
 mod camera;
 mod display;
 
-pub use audio::{SimMic, SimSpeaker};
+pub use audio::{MicRead, SimMic, SimSpeaker};
 pub use camera::SimCamera;
 pub use display::SimDisplay;
 
@@ -30,8 +30,8 @@ impl Board for SimBoard {
     fn media(&mut self, spec: MediaSpec) -> Result<MediaDevices, BoardError> {
         Ok(MediaDevices {
             camera: Box::new(SimCamera::new(spec.width, spec.height, spec.fps)),
-            mic: Box::new(SimMic),
-            speaker: Box::new(SimSpeaker::new(1024)),
+            mic: Box::new(SimMic::new(spec.clock)),
+            speaker: Box::new(SimSpeaker::new(spec.clock, 1024)),
             // The sim display matches the camera, like a 640x480 panel showing 640x480 video.
             display: Box::new(SimDisplay::new(spec.width, spec.height)),
         })

@@ -42,6 +42,16 @@ pub struct Side {
     pub audio_gap_max_ms: u32,
     /// The jitter buffer's own account (played, fec, concealed, stretched, late, skipped, target).
     pub audio: crate::media::jitter::JitterStats,
+    /// The speaker ran dry (the audio thread woke too late): times, and silence played.
+    pub speaker_underruns: u64,
+    pub speaker_underrun_ms: f64,
+    /// The microphone's buffer overflowed: times (audio lost; 0 means no block was skipped).
+    pub mic_overruns: u64,
+    /// Whether the audio thread got real-time priority.
+    pub audio_realtime: bool,
+    /// Test bursts the other side's microphone captured, and how many were heard here.
+    pub m2e_bursts_sent: u64,
+    pub m2e_bursts_heard: u64,
     pub bitrate_kbps: f64,
     pub target_kbps: u32,
     pub rtt_ms: f64,
@@ -70,6 +80,16 @@ pub struct CallReport {
     /// Audio frames rebuilt from the next packet's in-band FEC, % of frames played.
     pub audio_fec_pct: f64,
     pub audio_gap_max_ms: u32,
+    /// Audio packets that came after their time to play (both sides).
+    pub audio_late: u64,
+    /// Frames of concealment inserted, and frames dropped, to move the delay to its target.
+    pub audio_stretched: u64,
+    pub audio_compressed: u64,
+    /// The higher of the two jitter buffers' target delays at the end.
+    pub audio_target_ms: f64,
+    pub speaker_underruns: u64,
+    /// Bursts sent minus bursts heard, both ways (a burst in flight at the end may count).
+    pub m2e_bursts_missed: i64,
     pub bitrate_kbps: f64,
     /// CPU time of the whole process (both devices, all threads) over the call, in % of one core.
     pub cpu_pct: f64,
@@ -98,6 +118,7 @@ struct Raw {
     concealed: u64,
     fec: u64,
     first_frame: Option<Instant>,
+    bursts_captured: u64,
 }
 
 async fn measure(h: &DeviceHandle, secs: f64, frame_ms: u32) -> Raw {
@@ -111,6 +132,7 @@ async fn measure(h: &DeviceHandle, secs: f64, frame_ms: u32) -> Raw {
             concealed: 0,
             fec: 0,
             first_frame: None,
+            bursts_captured: 0,
         };
     };
     let p = sh.probe.lock().map(|p| p.clone()).unwrap_or_default();
@@ -131,13 +153,28 @@ async fn measure(h: &DeviceHandle, secs: f64, frame_ms: u32) -> Raw {
         audio_fec_pct: pct(j.fec),
         audio_gap_max_ms: j.longest_gap * frame_ms,
         audio: j,
+        speaker_underruns: p.speaker_underruns.count,
+        speaker_underrun_ms: round1(p.speaker_underruns.us as f64 / 1000.0),
+        mic_overruns: p.mic_overruns.count,
+        audio_realtime: p.audio_realtime,
+        m2e_bursts_sent: 0,
+        m2e_bursts_heard: p.m2e_us.len() as u64,
         bitrate_kbps: round1(stats.sent.video_bytes as f64 * 8.0 / secs / 1000.0),
         target_kbps: stats.target_kbps,
         rtt_ms: round1(stats.rtt_ms),
         retransmits: stats.sent.retransmits,
         keyframes_sent: stats.sent.keyframes_sent,
     };
-    Raw { side, g2g, m2e, played, concealed: j.concealed, fec: j.fec, first_frame: p.first_frame_at }
+    Raw {
+        side,
+        g2g,
+        m2e,
+        played,
+        concealed: j.concealed,
+        fec: j.fec,
+        first_frame: p.first_frame_at,
+        bursts_captured: p.bursts_captured,
+    }
 }
 
 fn empty_side() -> Side {
@@ -153,6 +190,12 @@ fn empty_side() -> Side {
         audio_fec_pct: 0.0,
         audio_gap_max_ms: 0,
         audio: Default::default(),
+        speaker_underruns: 0,
+        speaker_underrun_ms: 0.0,
+        mic_overruns: 0,
+        audio_realtime: false,
+        m2e_bursts_sent: 0,
+        m2e_bursts_heard: 0,
         bitrate_kbps: 0.0,
         target_kbps: 0,
         rtt_ms: 0.0,
@@ -210,8 +253,10 @@ pub async fn call(dir: &Path, o: &CallOptions) -> Result<CallReport, String> {
     let cpu_pct = round1((cpu_seconds("/proc/self/stat") - cpu0) / wall * 100.0);
     let rss = rss_mb();
     let still_in_call = p.a.phase().0 == Phase::InCall && p.b.phase().0 == Phase::InCall;
-    let ra = measure(&p.a, wall, o.audio_frame_ms).await;
-    let rb = measure(&p.b, wall, o.audio_frame_ms).await;
+    let mut ra = measure(&p.a, wall, o.audio_frame_ms).await;
+    let mut rb = measure(&p.b, wall, o.audio_frame_ms).await;
+    ra.side.m2e_bursts_sent = rb.bursts_captured;
+    rb.side.m2e_bursts_sent = ra.bursts_captured;
     say(v, "== A hangs up");
     let _ = p.a.command(Command::Hangup).await;
     p.a.wait_phase(Phase::Idle, WAIT).await;
@@ -251,6 +296,15 @@ pub async fn call(dir: &Path, o: &CallOptions) -> Result<CallReport, String> {
         }),
         audio_fec_pct: round1(if played > 0 { (ra.fec + rb.fec) as f64 * 100.0 / played as f64 } else { 0.0 }),
         audio_gap_max_ms: ra.side.audio_gap_max_ms.max(rb.side.audio_gap_max_ms),
+        audio_late: ra.side.audio.late + rb.side.audio.late,
+        audio_stretched: ra.side.audio.stretched + rb.side.audio.stretched,
+        audio_compressed: ra.side.audio.compressed + rb.side.audio.compressed,
+        audio_target_ms: f64::from(ra.side.audio.target_us.max(rb.side.audio.target_us)) / 1000.0,
+        speaker_underruns: ra.side.speaker_underruns + rb.side.speaker_underruns,
+        m2e_bursts_missed: [&ra.side, &rb.side]
+            .iter()
+            .map(|s| s.m2e_bursts_sent as i64 - s.m2e_bursts_heard as i64)
+            .sum(),
         bitrate_kbps: round1((ra.side.bitrate_kbps + rb.side.bitrate_kbps) / 2.0),
         cpu_pct,
         rss_mb: rss,

@@ -2,6 +2,7 @@
 //! retransmission, receiver reports, rate control).
 pub mod assembler;
 pub mod codec;
+pub mod delay;
 pub mod history;
 pub mod jitter;
 pub mod loss;

@@ -109,8 +109,12 @@ pub fn start(
     let net_key = key.duplicate();
     let device = Device::with_clock(config, key, EndpointConfig::default(), Rng::from_os(), origin);
     let m = &config.media;
-    let spec =
-        peercom_board::MediaSpec { width: usize::from(m.width), height: usize::from(m.height), fps: u32::from(m.fps) };
+    let spec = peercom_board::MediaSpec {
+        width: usize::from(m.width),
+        height: usize::from(m.height),
+        fps: u32::from(m.fps),
+        clock: origin,
+    };
     let media = match board.media(spec) {
         Ok(devices) => {
             let params = MediaParams {

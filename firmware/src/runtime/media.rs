@@ -10,7 +10,7 @@ use crate::media::jitter::{JitterBuffer, JitterConfig, JitterStats, Playout};
 use crate::media::packet::MAX_AUDIO_PAYLOAD;
 use crate::media::session::MediaSession;
 use crate::ui::{self, ContactLine, NetState, Screen};
-use peercom_board::audio::block_len;
+use peercom_board::audio::{Xruns, block_len};
 use peercom_board::frame::I420Frame;
 use peercom_board::{MediaDevices, stamp};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
@@ -80,6 +80,12 @@ pub struct Probe {
     pub frames_skipped_congestion: u64,
     pub frames_encoded: u64,
     pub frames_dropped_queue: u64,
+    /// Whether the audio thread runs at real-time priority.
+    pub audio_realtime: bool,
+    pub speaker_underruns: Xruns,
+    pub mic_overruns: Xruns,
+    /// Test-signal bursts this device's microphone captured (sim board), for mouth-to-ear.
+    pub bursts_captured: u64,
 }
 
 const G2G_SAMPLES: usize = 8192;
@@ -215,6 +221,7 @@ impl MediaLink {
         let (mic_tx, audio_in) = mpsc::channel(16);
         let (spk_tx, spk_rx) = sync_channel(32);
         let MediaDevices { camera, mic, speaker, display } = dev;
+        let audio_name = ui_static.device.clone();
         let mut threads = Vec::new();
         let s = shared.clone();
         let enc_cfg = VideoEncoderConfig {
@@ -237,9 +244,17 @@ impl MediaLink {
                 .spawn(move || video_rx(s, display, ui_static, dec_rx, dec_pool_tx))?,
         );
         let s = shared.clone();
-        threads.push(std::thread::Builder::new().name("audio".into()).spawn(move || {
-            audio(s, mic, speaker, p.audio_frame_ms, p.audio_kbps, p.audio_complexity, mic_tx, spk_rx)
-        })?);
+        let ap = AudioParams {
+            name: audio_name,
+            frame_ms: p.audio_frame_ms,
+            kbps: p.audio_kbps,
+            complexity: p.audio_complexity,
+        };
+        threads.push(
+            std::thread::Builder::new()
+                .name("audio".into())
+                .spawn(move || audio(s, mic, speaker, ap, mic_tx, spk_rx))?,
+        );
         let link = MediaLink {
             shared,
             video_out: dec_tx,
@@ -625,23 +640,52 @@ fn video_rx(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// The speaker's queue just before a block is written: half a frame plus 3 ms of cushion for
+/// the audio thread's wake-up (`audio`; at real-time priority it wakes well within that). A
+/// block written then is heard this much later.
+fn speaker_lead_us(frame_us: u64) -> u64 {
+    frame_us / 2 + 3_000
+}
+
+/// How many blocks to hand the speaker this turn, from its queue `delay_us`: normally one, two
+/// to refill after an underrun, none when a clock difference has let the queue grow.
+fn blocks_to_write(delay_us: u64, frame_us: u64) -> usize {
+    let lead = speaker_lead_us(frame_us);
+    if delay_us + frame_us / 2 < lead {
+        2
+    } else if delay_us > lead + frame_us + frame_us / 2 {
+        0
+    } else {
+        1
+    }
+}
+
+pub struct AudioParams {
+    pub name: String,
+    pub frame_ms: u32,
+    pub kbps: u32,
+    pub complexity: u8,
+}
+
+/// The audio thread, paced by the microphone: each block it captures is encoded and sent with
+/// the time the device says it was captured, then the speaker is topped up from the jitter
+/// buffer. A late wake-up gets the buffered blocks back to back, so no block is ever skipped.
 fn audio(
     sh: Arc<Shared>,
     mut mic: Box<dyn peercom_board::audio::AudioIn>,
     mut speaker: Box<dyn peercom_board::audio::AudioOut>,
-    frame_ms: u32,
-    kbps: u32,
-    complexity: u8,
+    p: AudioParams,
     out: mpsc::Sender<AudioPacket>,
     rx: Receiver<AudioPacket>,
 ) {
+    let realtime = super::realtime::raise_to_audio_priority(&p.name);
+    let frame_ms = p.frame_ms;
     let n = block_len(frame_ms);
     let frame_us = u64::from(frame_ms) * 1000;
-    let (mut enc, mut dec) = match (AudioEncoder::new(frame_ms, kbps, complexity), AudioDecoder::new(frame_ms)) {
+    let (mut enc, mut dec) = match (AudioEncoder::new(frame_ms, p.kbps, p.complexity), AudioDecoder::new(frame_ms)) {
         (Ok(e), Ok(d)) => (e, d),
         (Err(e), _) | (_, Err(e)) => {
-            crate::log!("audio codec failed to start: {e}; no audio");
+            crate::log!("{}: audio codec failed to start: {e}; no audio", p.name);
             return;
         }
     };
@@ -652,47 +696,60 @@ fn audio(
         AudioPacket { seq: 0, capture_us: 0, retransmit: false, arrival_us: 0, len: 0, data: [0; MAX_AUDIO_PAYLOAD] };
     let mut seq = 0u16;
     let mut generation = u64::MAX;
+    let mut running = false;
+    let mut device_error_said = false;
     let mut loss = u32::MAX;
     let mut ticks = 0u64;
     while !sh.stop.load(Relaxed) {
         if !sh.in_call.load(Relaxed) {
+            running = false;
             while rx.try_recv().is_ok() {}
             std::thread::sleep(Duration::from_millis(10));
             continue;
         }
         let g = sh.generation.load(Relaxed);
-        if g != generation {
+        if g != generation || !running {
             generation = g;
             jb.reset();
+            // Each call starts its devices afresh: nothing captured or queued before is kept.
+            let started = mic.start().and_then(|()| speaker.start());
+            if let Err(e) = started {
+                if !device_error_said {
+                    crate::log!("{}: audio device would not start: {e}", p.name);
+                    device_error_said = true;
+                }
+                std::thread::sleep(Duration::from_millis(u64::from(frame_ms)));
+                continue;
+            }
+            running = true;
         }
-        // Capture ticks on the media clock's frame grid (the block that just ended is sent at
-        // once); playout ticks half a frame later. Every device in one process shares the grid,
-        // and with both on the same phase the next packet — whose FEC could rebuild a lost one —
-        // would arrive just after its predecessor's playout every time. Real devices' clocks
-        // have arbitrary phases; half a frame is the average case.
-        let half = frame_us / 2;
-        let capture_tick = (sh.micros() / frame_us + 1) * frame_us;
-        sleep_until(sh.origin + Duration::from_micros(capture_tick));
-        let t = capture_tick;
         let l = sh.loss_pct.load(Relaxed);
         if l != loss {
             loss = l;
             enc.set_expected_loss(l.min(100) as u8);
         }
-        if mic.read(t - frame_us, &mut pcm_in).is_ok() {
-            if sh.muted() {
-                pcm_in.fill(0);
+        let captured = match mic.read(&mut pcm_in) {
+            Ok(c) => c,
+            Err(e) => {
+                if !device_error_said {
+                    crate::log!("{}: microphone: {e}", p.name);
+                    device_error_said = true;
+                }
+                running = false;
+                std::thread::sleep(Duration::from_millis(u64::from(frame_ms)));
+                continue;
             }
-            if let Ok(len) = enc.encode(&pcm_in, &mut pkt.data) {
-                pkt.seq = seq;
-                seq = seq.wrapping_add(1);
-                pkt.capture_us = t - frame_us;
-                pkt.len = len as u16;
-                let _ = out.try_send(pkt);
-            }
+        };
+        if sh.muted() {
+            pcm_in.fill(0);
         }
-        let t = t + half;
-        sleep_until(sh.origin + Duration::from_micros(t));
+        if let Ok(len) = enc.encode(&pcm_in, &mut pkt.data) {
+            pkt.seq = seq;
+            seq = seq.wrapping_add(1);
+            pkt.capture_us = captured.at_us;
+            pkt.len = len as u16;
+            let _ = out.try_send(pkt);
+        }
         while let Ok(p) = rx.try_recv() {
             jb.push(
                 p.arrival_us,
@@ -702,30 +759,64 @@ fn audio(
                 &p.data[..usize::from(p.len).min(MAX_AUDIO_PAYLOAD)],
             );
         }
-        let r = match jb.pop(t) {
-            Playout::Silence => {
+        let mut errors = 0u64;
+        for _ in 0..blocks_to_write(speaker.delay_us(), frame_us) {
+            let r = match jb.pop(sh.micros()) {
+                Playout::Silence => {
+                    pcm_out.fill(0);
+                    Ok(n)
+                }
+                Playout::Packet(b) => dec.decode(b, &mut pcm_out),
+                Playout::Fec(b) => dec.decode_fec(b, &mut pcm_out),
+                Playout::Conceal | Playout::Stretch => dec.conceal(&mut pcm_out),
+            };
+            if r.is_err() {
                 pcm_out.fill(0);
-                Ok(n)
+                errors += 1;
             }
-            Playout::Packet(b) => dec.decode(b, &mut pcm_out),
-            Playout::Fec(b) => dec.decode_fec(b, &mut pcm_out),
-            Playout::Conceal | Playout::Stretch => dec.conceal(&mut pcm_out),
-        };
-        if r.is_err() {
-            pcm_out.fill(0);
+            if let Ok(heard_us) = speaker.play(&pcm_out) {
+                let delay = jb.played_capture_us().map_or(0, |c| heard_us.saturating_sub(c));
+                sh.audio_delay_us.store(delay, Relaxed);
+            }
         }
-        let _ = speaker.play(t, &pcm_out);
-        let delay = jb.played_capture_us().map_or(0, |c| t.saturating_sub(c));
-        sh.audio_delay_us.store(delay, Relaxed);
         ticks += 1;
-        if ticks % 10 == 0 || r.is_err() {
-            if let Ok(mut p) = sh.probe.lock() {
-                p.jitter = jb.stats();
-                p.audio_errors += u64::from(r.is_err());
+        if ticks % 10 == 0 || errors > 0 {
+            if let Ok(mut pr) = sh.probe.lock() {
+                pr.jitter = jb.stats();
+                pr.audio_errors += errors;
+                pr.audio_realtime = realtime;
+                pr.speaker_underruns = speaker.underruns();
+                pr.mic_overruns = mic.overruns();
+                pr.bursts_captured = mic.bursts_captured();
                 let m = speaker.measured_latencies_us();
-                p.m2e_us.clear();
-                p.m2e_us.extend_from_slice(&m[..m.len().min(M2E_SAMPLES)]);
+                pr.m2e_us.clear();
+                pr.m2e_us.extend_from_slice(&m[..m.len().min(M2E_SAMPLES)]);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_speaker_queue_is_held_near_its_lead() {
+        let f = 10_000;
+        assert_eq!(speaker_lead_us(f), 8_000);
+        assert_eq!(blocks_to_write(0, f), 2, "an empty queue is refilled");
+        assert_eq!(blocks_to_write(2_999, f), 2);
+        assert_eq!(blocks_to_write(3_000, f), 1);
+        assert_eq!(blocks_to_write(23_000, f), 1);
+        assert_eq!(blocks_to_write(23_001, f), 0, "a queue grown by clock drift is let run down");
+        // Steady state: the queue before each write stays where the first refill put it.
+        let (mut d, mut written) = (0u64, 0);
+        for _ in 0..100 {
+            let k = blocks_to_write(d, f);
+            written += k;
+            d = (d + k as u64 * f).saturating_sub(f);
+        }
+        assert_eq!(written, 101);
+        assert!((3_000..=23_000).contains(&d), "{d}");
     }
 }

@@ -10,5 +10,6 @@ pub mod node;
 pub mod node_state;
 pub mod portmap;
 pub mod protocol;
+mod realtime;
 
 pub use driver::{DeviceHandle, Notice, resolve_bootstrap, start};

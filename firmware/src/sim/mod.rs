@@ -266,6 +266,14 @@ impl SimNet {
         r
     }
 
+    /// Sends what a node has queued now, as a driver does after every input: for harnesses
+    /// that push media into a node's session directly (an early timeout is harmless).
+    pub fn flush(&mut self, node: usize) {
+        let now = self.now;
+        self.nodes[node].device.handle_input(now, Input::Timeout).ok();
+        self.drain(node);
+    }
+
     /// Delivers raw bytes to a node as if they came from `from` (for replay/forgery tests).
     pub fn inject(&mut self, node: usize, from: SocketAddr, bytes: &[u8]) {
         let now = self.now;

@@ -13,7 +13,7 @@ use peercom::session::EndpointConfig;
 use peercom::sim::{key, sim_addr, sim_config};
 use peercom::util::rng::Rng;
 use peercom::wire::MAX_DATAGRAM;
-use peercom_board::audio::{AudioIn, block_len};
+use peercom_board::audio::block_len;
 use peercom_board::camera::Camera;
 use peercom_board::frame::I420Frame;
 use peercom_board::sim::{SimCamera, SimMic};
@@ -28,7 +28,6 @@ pub struct Ends {
     pub shown: I420Frame,
     pub au: Vec<u8>,
     pub rx: Vec<u8>,
-    pub mic: SimMic,
     pub pcm: Vec<i16>,
     pub out: Vec<i16>,
     pub aenc: AudioEncoder,
@@ -50,7 +49,6 @@ impl Ends {
             shown: I420Frame::new(640, 480),
             au: vec![0; MAX_FRAME],
             rx: vec![0; MAX_FRAME],
-            mic: SimMic,
             pcm: vec![0; block_len(20)],
             out: vec![0; block_len(20)],
             aenc: AudioEncoder::new(20, 32, 5).unwrap(),
@@ -157,7 +155,7 @@ impl MediaCall {
                 }
             }
             if ms % 20 == 0 {
-                e.mic.read(us.saturating_sub(20_000), &mut e.pcm).unwrap();
+                SimMic::render(us.saturating_sub(20_000), &mut e.pcm);
                 let n = e.aenc.encode(&e.pcm, &mut e.apkt).unwrap();
                 m.push_audio(us.saturating_sub(20_000), &e.apkt[..n]);
             }
