@@ -47,8 +47,12 @@ pub enum MicRead {
 #[derive(Debug)]
 pub struct SimMic {
     clock: Instant,
-    /// When sample 0 was captured (µs on `clock`); None until started.
+    /// When sample 0 was captured (µs on `clock`); None until the first read after a start.
     start_us: Option<u64>,
+    /// When `start` was called.
+    started_at_us: Option<u64>,
+    /// Block boundaries fall at this phase of the block length (None: wherever `start` was).
+    phase_us: Option<u64>,
     /// The next sample to hand out.
     next: u64,
     overruns: Xruns,
@@ -57,7 +61,22 @@ pub struct SimMic {
 
 impl SimMic {
     pub fn new(clock: Instant) -> Self {
-        SimMic { clock, start_us: None, next: 0, overruns: Xruns::default(), bursts: 0 }
+        SimMic {
+            clock,
+            start_us: None,
+            started_at_us: None,
+            phase_us: None,
+            next: 0,
+            overruns: Xruns::default(),
+            bursts: 0,
+        }
+    }
+
+    /// A microphone whose blocks end at `phase_us` past every multiple of the block length on
+    /// the board clock: a fixed phase against other devices, as a test needs to average over
+    /// phases (a real card's phase is wherever it happened to start).
+    pub fn with_phase(clock: Instant, phase_us: u64) -> Self {
+        SimMic { phase_us: Some(phase_us), ..Self::new(clock) }
     }
 
     /// The sample the air carries at absolute time `t_us`.
@@ -84,17 +103,33 @@ impl SimMic {
         }
     }
 
-    /// Starts the sample clock at `now_us`.
+    /// Starts the sample clock at `now_us` (or at the next boundary of its phase).
     pub fn start_at(&mut self, now_us: u64) {
-        self.start_us = Some(now_us);
+        self.start_us = None;
+        self.started_at_us = Some(now_us);
         self.next = 0;
+    }
+
+    fn first_sample_at(&self, now_us: u64, block_us: u64) -> u64 {
+        let req = self.started_at_us.unwrap_or(now_us);
+        match self.phase_us {
+            Some(ph) if block_us > 0 => req + ((ph % block_us) + block_us - req % block_us) % block_us,
+            _ => req,
+        }
     }
 
     /// The next block if the device has captured it by `now_us` (sans-IO core of `read`).
     pub fn read_at(&mut self, now_us: u64, block: &mut [i16]) -> MicRead {
-        let start = *self.start_us.get_or_insert(now_us);
         let n = block.len() as u64;
-        let captured = us_to_samples(now_us.saturating_sub(start));
+        let start = match self.start_us {
+            Some(s) => s,
+            None => {
+                let s = self.first_sample_at(now_us, samples_to_us(n));
+                self.start_us = Some(s);
+                s
+            }
+        };
+        let captured = if now_us < start { 0 } else { us_to_samples(now_us - start) };
         if captured < self.next + n {
             return MicRead::NotYet { ready_at_us: start + samples_to_us(self.next + n) };
         }
@@ -322,6 +357,16 @@ mod tests {
         assert!(got.iter().all(|c| c.lost_us == 0));
         assert_eq!(mic.read_at(62_000, &mut b), MicRead::NotYet { ready_at_us: 65_000 });
         assert_eq!(mic.overruns(), Xruns::default());
+    }
+
+    #[test]
+    fn a_phased_microphone_ends_its_blocks_on_its_phase() {
+        let mut mic = SimMic::with_phase(Instant::now(), 4_000);
+        let mut b = vec![0i16; block_len(10)];
+        mic.start_at(1_234_567);
+        assert_eq!(mic.read_at(1_234_567, &mut b), MicRead::NotYet { ready_at_us: 1_254_000 });
+        let MicRead::Block(c) = mic.read_at(1_254_000, &mut b) else { panic!("ready") };
+        assert_eq!(c.at_us, 1_244_000);
     }
 
     #[test]

@@ -14,11 +14,19 @@ use crate::{Board, BoardError, ButtonSink, Led, LedState, MediaDevices, MediaSpe
 pub struct SimBoard {
     ready: LedState,
     call: LedState,
+    audio_phase_us: Option<u64>,
 }
 
 impl Default for SimBoard {
     fn default() -> Self {
-        SimBoard { ready: LedState::Off, call: LedState::Off }
+        SimBoard { ready: LedState::Off, call: LedState::Off, audio_phase_us: None }
+    }
+}
+
+impl SimBoard {
+    /// A board whose microphone's blocks end at a fixed phase (`SimMic::with_phase`).
+    pub fn with_audio_phase(phase_us: u64) -> Self {
+        SimBoard { audio_phase_us: Some(phase_us), ..Self::default() }
     }
 }
 
@@ -30,7 +38,10 @@ impl Board for SimBoard {
     fn media(&mut self, spec: MediaSpec) -> Result<MediaDevices, BoardError> {
         Ok(MediaDevices {
             camera: Box::new(SimCamera::new(spec.width, spec.height, spec.fps)),
-            mic: Box::new(SimMic::new(spec.clock)),
+            mic: Box::new(match self.audio_phase_us {
+                Some(ph) => SimMic::with_phase(spec.clock, ph),
+                None => SimMic::new(spec.clock),
+            }),
             speaker: Box::new(SimSpeaker::new(spec.clock, 1024)),
             // The sim display matches the camera, like a 640x480 panel showing 640x480 video.
             display: Box::new(SimDisplay::new(spec.width, spec.height)),

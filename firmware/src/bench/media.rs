@@ -27,6 +27,8 @@ pub struct CallOptions {
     pub verbose: bool,
     /// 10 or 20.
     pub audio_frame_ms: u32,
+    /// Fixed phases of A's and B's microphones, µs (tests that average over phases).
+    pub audio_phase_us: Option<[u64; 2]>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -216,7 +218,12 @@ fn say(verbose: bool, line: &str) {
 
 pub async fn call(dir: &Path, o: &CallOptions) -> Result<CallReport, String> {
     let v = o.verbose;
-    let opts = super::pair::Options { auto_answer: true, audio_frame_ms: o.audio_frame_ms };
+    let opts = super::pair::Options {
+        auto_answer: true,
+        audio_frame_ms: o.audio_frame_ms,
+        audio_phase_us: o.audio_phase_us,
+        configured_only: false,
+    };
     let p = Pair::start_via(dir, opts, o.impairment).await?;
     say(v, "== A presses button 1 (calls B); B answers automatically");
     let t0 = Instant::now();

@@ -23,6 +23,18 @@ pub struct Options {
     pub auto_answer: bool,
     /// Audio frame length (10 or 20 ms; 0: the default).
     pub audio_frame_ms: u32,
+    /// Fixed phases of A's and B's microphone blocks, µs (None: wherever each starts).
+    pub audio_phase_us: Option<[u64; 2]>,
+    /// No LAN discovery and no DHT: each finds the other only at its configured address (so
+    /// that a call through the impairing relay cannot move to a direct path).
+    pub configured_only: bool,
+}
+
+fn sim_board(phase: Option<u64>) -> Box<dyn peercom_board::Board> {
+    match phase {
+        Some(ph) => Box::new(peercom_board::sim::SimBoard::with_audio_phase(ph)),
+        None => Box::new(peercom_board::sim::SimBoard::default()),
+    }
 }
 
 fn write_config(dir: &Path, name: &str, key: &str, listen: &str, peer: Peer<'_>, o: Options) -> PathBuf {
@@ -33,9 +45,10 @@ fn write_config(dir: &Path, name: &str, key: &str, listen: &str, peer: Peer<'_>,
         0 => String::new(),
         ms => format!("[media]\naudio_frame_ms = {ms}\n\n"),
     };
+    let network = if o.configured_only { "[network]\nlan_discovery = false\ndht = false\n\n" } else { "" };
     let text = format!(
         "[device]\nname = \"{name}\"\nkey = \"{key}\"\nlisten = \"{listen}\"\ncontrol = \"{name}.sock\"\n\n\
-         [buttons]\nanswer = 0\n\n[call]\nauto_answer = {auto_answer}\n\n{media}\
+         [buttons]\nanswer = 0\n\n[call]\nauto_answer = {auto_answer}\n\n{media}{network}\
          [[contact]]\nname = \"{peer_name}\"\nbutton = 1\n\n  [[contact.device]]\n  key = \"{peer_id}\"\n  {addr}"
     );
     let path = dir.join(format!("{name}.toml"));
@@ -53,13 +66,14 @@ impl Pair {
     /// Like `start`, with A's traffic to B going through an impairing relay if `via` is given.
     pub async fn start_via(dir: &Path, o: Options, via: Option<super::relay::Impairment>) -> Result<Pair, String> {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let o = Options { configured_only: o.configured_only || via.is_some(), ..o };
         let ka = generate_key_file(&dir.join("a.key"), true).map_err(|e| e.to_string())?;
         let kb = generate_key_file(&dir.join("b.key"), true).map_err(|e| e.to_string())?;
         let b_id = kb.id().to_string();
         // B first, on an ephemeral port, so A's config can point at it.
         let pb = write_config(dir, "B", "b.key", "127.0.0.1:0", Peer("A", &ka.id().to_string(), None), o);
         let cb = Config::load(&pb).map_err(|e| e.to_string())?;
-        let board = peercom_board::open("sim").map_err(|e| e.to_string())?;
+        let board = sim_board(o.audio_phase_us.map(|p| p[1]));
         let (b, tb) = runtime::start(&cb, kb, board).map_err(|e| e.to_string())?;
         let relay = match via {
             Some(imp) => Some(super::relay::Relay::start(b.local_addr, imp).await.map_err(|e| e.to_string())?),
@@ -75,7 +89,7 @@ impl Pair {
             Options { auto_answer: false, ..o },
         );
         let ca = Config::load(&pa).map_err(|e| e.to_string())?;
-        let board = peercom_board::open("sim").map_err(|e| e.to_string())?;
+        let board = sim_board(o.audio_phase_us.map(|p| p[0]));
         let (a, ta) = runtime::start(&ca, ka, board).map_err(|e| e.to_string())?;
         Ok(Pair { dir: dir.to_path_buf(), a, b, relay, tasks: vec![ta, tb] })
     }

@@ -27,6 +27,7 @@ pub fn demo(seconds: f64, out: &Path, json: bool) -> i32 {
         snapshots: Some(out.to_path_buf()),
         verbose: !json,
         audio_frame_ms: 20,
+        audio_phase_us: None,
     };
     let r = rt.block_on(call(&dir, &o));
     let _ = std::fs::remove_dir_all(&dir);

@@ -205,6 +205,7 @@ pub fn main() -> i32 {
                 snapshots: None,
                 verbose: false,
                 audio_frame_ms,
+                audio_phase_us: None,
             };
             crate::bench::media::run(o, json)
         }
