@@ -448,6 +448,14 @@ mod tests {
         // Bad checksum: change one character of the second key.
         let bad = b.replace(&id(2)[10..14], "aaaa");
         assert_eq!(err(&bad), "/x/peercom.toml:13:9: bad device key: device ID checksum does not match (typo?)");
+        // A small-order key, correctly spelt: every DH with it is zero, so anyone could call as it.
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        let weak = b.replace(&id(2), &DeviceId::from_bytes(identity).to_string());
+        assert_eq!(
+            err(&weak),
+            "/x/peercom.toml:13:9: bad device key: weak key: a small-order point that anyone could claim to be"
+        );
         // Wrong type.
         assert_eq!(
             err(&b.replace("button = 1", "button = \"one\"")),

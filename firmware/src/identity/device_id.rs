@@ -18,6 +18,8 @@ pub enum IdError {
     Length(usize),
     Checksum,
     NotAKey,
+    /// A small-order point: every Diffie-Hellman with it is zero, so anyone could be it.
+    Weak,
 }
 
 impl fmt::Display for IdError {
@@ -28,6 +30,7 @@ impl fmt::Display for IdError {
             IdError::Length(n) => write!(f, "a device ID has 56 characters after \"{ID_PREFIX}\", this one has {n}"),
             IdError::Checksum => write!(f, "device ID checksum does not match (typo?)"),
             IdError::NotAKey => write!(f, "device ID is not a valid Ed25519 public key"),
+            IdError::Weak => write!(f, "weak key: a small-order point that anyone could claim to be"),
         }
     }
 }
@@ -51,10 +54,16 @@ impl DeviceId {
         &self.0
     }
 
-    /// The Noise static public key: the Montgomery form of the Ed25519 point.
+    /// The Noise static public key: the Montgomery form of the Ed25519 point; None for a key
+    /// that is no point or a weak one (its X25519 form would make every DH zero).
     pub fn x25519_public(&self) -> Option<[u8; 32]> {
         let vk = ed25519_dalek::VerifyingKey::from_bytes(&self.0).ok()?;
-        Some(vk.to_montgomery().to_bytes())
+        (!vk.is_weak()).then(|| vk.to_montgomery().to_bytes())
+    }
+
+    /// A small-order point (or no point at all): never a real device's key.
+    pub fn is_weak(&self) -> bool {
+        ed25519_dalek::VerifyingKey::from_bytes(&self.0).map_or(true, |vk| vk.is_weak())
     }
 
     /// Strict Ed25519 verification: weak (small-order) keys and non-canonical signatures fail,
@@ -100,10 +109,11 @@ impl DeviceId {
         if raw[32..] != checksum(&key) {
             return Err(IdError::Checksum);
         }
-        if ed25519_dalek::VerifyingKey::from_bytes(&key).is_err() {
-            return Err(IdError::NotAKey);
+        match ed25519_dalek::VerifyingKey::from_bytes(&key) {
+            Err(_) => Err(IdError::NotAKey),
+            Ok(vk) if vk.is_weak() => Err(IdError::Weak),
+            Ok(_) => Ok(DeviceId(key)),
         }
-        Ok(DeviceId(key))
     }
 
     /// A short, non-identifying-enough-to-matter label for logs: the first 8 characters.
@@ -159,6 +169,23 @@ mod tests {
                 assert!(DeviceId::parse(&typo).is_err(), "typo at {pos} accepted");
             }
         }
+    }
+
+    #[test]
+    fn small_order_keys_are_refused_as_weak() {
+        for t in curve25519_dalek::constants::EIGHT_TORSION {
+            let id = DeviceId::from_bytes(t.compress().to_bytes());
+            assert_eq!(DeviceId::parse(&id.to_string()), Err(IdError::Weak), "{:?}", t.compress());
+            assert!(id.is_weak() && id.x25519_public().is_none());
+        }
+        // A non-canonical encoding of the identity (y = p + 1).
+        let mut y = [0xffu8; 32];
+        y[0] = 0xee;
+        y[31] = 0x7f;
+        let r = DeviceId::parse(&DeviceId::from_bytes(y).to_string());
+        assert!(matches!(r, Err(IdError::Weak | IdError::NotAKey)), "{r:?}");
+        let real = DeviceKey::from_seed([4u8; 32]).id();
+        assert!(!real.is_weak() && real.x25519_public().is_some());
     }
 
     #[test]

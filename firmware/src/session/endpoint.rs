@@ -71,6 +71,8 @@ pub struct Counters {
     pub dropped_tx_queue_full: u64,
     pub refused_unknown_peer: u64,
     pub handshake_failed: u64,
+    /// Handshakes refused for a low-order key (a caller claiming a key anyone could claim).
+    pub refused_weak_key: u64,
     pub sessions_evicted: u64,
     pub rekeys: u64,
     /// Events lost because the driver did not drain `poll_event` (a driver bug if ever non-zero).
@@ -537,6 +539,10 @@ impl Endpoint {
         }
         let responder = match handshake::respond(&self.key, noise) {
             Ok(r) => r,
+            Err(handshake::HsError::WeakKey) => {
+                self.counters.refused_weak_key += 1;
+                return;
+            }
             Err(_) => {
                 self.counters.handshake_failed += 1;
                 return;
@@ -955,6 +961,26 @@ mod tests {
 
     fn events(e: &mut Endpoint) -> Vec<SessionEvent> {
         std::iter::from_fn(|| e.poll_event()).collect()
+    }
+
+    #[test]
+    fn a_forged_message_1_as_a_weak_key_gets_no_answer_even_if_that_key_is_allowed() {
+        let t0 = Instant::now();
+        // The identity point as an Ed25519 key (config validation refuses it; here it is
+        // allowed anyway): its X25519 form is u = 0, so every DH a forger needs is zero.
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        let key = DeviceKey::from_seed([2; 32]);
+        let rs = key.id().x25519_public().unwrap();
+        let mut b = Endpoint::new(key, vec![DeviceId::from_bytes(identity)], EndpointConfig::default(), Rng::seeded(2));
+        let m1 = super::super::handshake::forge::message_1(rs, [0; 32], [0; 32], &identity);
+        let mut pkt = [0u8; INIT_LEN];
+        let off = Packet::write_init_header(&mut pkt, 77);
+        pkt[off..].copy_from_slice(&m1);
+        b.handle_datagram(t0, addr(9), &pkt);
+        assert!(drain(&mut b).is_empty(), "no answer");
+        assert!(events(&mut b).is_empty(), "nothing rings");
+        assert_eq!(b.counters().refused_weak_key, 1);
     }
 
     #[test]

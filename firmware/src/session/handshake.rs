@@ -13,6 +13,21 @@ pub enum HsError {
     /// The Ed25519 key in the payload is not the caller's Noise static key.
     Identity,
     BadKey,
+    /// A low-order ephemeral or static key: its Diffie-Hellman result is all zero, so it proves
+    /// nothing about who sent it.
+    WeakKey,
+}
+
+/// Whether an X25519 public key is of small order (every DH with it is zero, whatever the
+/// secret). Eight times it is the identity exactly then.
+pub fn low_order(u: &[u8]) -> bool {
+    let Ok(b) = <[u8; 32]>::try_from(u) else { return true };
+    (curve25519_dalek::montgomery::MontgomeryPoint(b) * curve25519_dalek::Scalar::from(8u8)).to_bytes() == [0; 32]
+}
+
+/// The first 32 bytes of every Noise IK message are the sender's ephemeral key in the clear.
+fn ephemeral(msg: &[u8]) -> &[u8] {
+    msg.get(..32).unwrap_or(&[])
 }
 
 impl From<snow::Error> for HsError {
@@ -56,6 +71,9 @@ pub fn initiate(local: &DeviceKey, peer: &DeviceId, out: &mut [u8]) -> Result<(I
 
 impl Initiator {
     pub fn finish(mut self, msg2: &[u8]) -> Result<TransportKeys, HsError> {
+        if low_order(ephemeral(msg2)) {
+            return Err(HsError::WeakKey);
+        }
         let mut payload = [0u8; 64];
         self.0.read_message(msg2, &mut payload)?;
         if !self.0.is_handshake_finished() {
@@ -74,6 +92,10 @@ pub struct Responder {
 }
 
 pub fn respond(local: &DeviceKey, msg1: &[u8]) -> Result<Responder, HsError> {
+    // Before any DH: a low-order ephemeral makes `es` zero.
+    if low_order(ephemeral(msg1)) {
+        return Err(HsError::WeakKey);
+    }
     let mut secret = local.x25519_secret();
     let hs = builder().prologue(PROLOGUE)?.local_private_key(&secret)?.build_responder();
     zeroize::Zeroize::zeroize(&mut secret);
@@ -83,6 +105,9 @@ pub fn respond(local: &DeviceKey, msg1: &[u8]) -> Result<Responder, HsError> {
     let ed: [u8; 32] = payload.get(..n).and_then(|p| p.try_into().ok()).ok_or(HsError::Identity)?;
     let caller = DeviceId::from_bytes(ed);
     let rs = hs.get_remote_static().ok_or(HsError::Noise)?;
+    if low_order(rs) || caller.is_weak() {
+        return Err(HsError::WeakKey);
+    }
     if caller.x25519_public().as_ref().map(|k| &k[..]) != Some(rs) {
         return Err(HsError::Identity);
     }
@@ -96,6 +121,76 @@ impl Responder {
         let hash = hash_of(&self.hs);
         let (k1, k2) = self.hs.dangerously_get_raw_split();
         Ok((n, TransportKeys { send: k2, recv: k1, hash }))
+    }
+}
+
+/// Noise IK message 1 written by hand, as an attacker with no static secret would: a real
+/// ephemeral, and a static public key `s` of its choosing whose `ss` DH is zero.
+/// (snow cannot be made to do this: its static key always comes from a secret.)
+#[cfg(test)]
+pub(crate) mod forge {
+    use blake2::{Blake2s256, Digest};
+    use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+    use chacha20poly1305::{ChaCha20Poly1305, Nonce};
+    use curve25519_dalek::montgomery::MontgomeryPoint;
+
+    fn hash(parts: &[&[u8]]) -> [u8; 32] {
+        let mut h = Blake2s256::new();
+        parts.iter().for_each(|p| h.update(p));
+        h.finalize().into()
+    }
+
+    fn hmac(key: &[u8; 32], data: &[&[u8]]) -> [u8; 32] {
+        let (mut ipad, mut opad) = ([0x36u8; 64], [0x5cu8; 64]);
+        for i in 0..32 {
+            ipad[i] ^= key[i];
+            opad[i] ^= key[i];
+        }
+        let mut inner = vec![&ipad[..]];
+        inner.extend_from_slice(data);
+        let ih = hash(&inner);
+        hash(&[&opad, &ih])
+    }
+
+    struct Sym {
+        ck: [u8; 32],
+        h: [u8; 32],
+        k: [u8; 32],
+    }
+
+    impl Sym {
+        fn mix_hash(&mut self, d: &[u8]) {
+            self.h = hash(&[&self.h, d]);
+        }
+        fn mix_key(&mut self, ikm: &[u8]) {
+            let t = hmac(&self.ck, &[ikm]);
+            let o1 = hmac(&t, &[&[1]]);
+            let o2 = hmac(&t, &[&o1, &[2]]);
+            self.ck = o1;
+            self.k = o2;
+        }
+        fn encrypt_and_hash(&mut self, plain: &[u8], out: &mut Vec<u8>) {
+            let c = ChaCha20Poly1305::new(&self.k.into());
+            let ct = c.encrypt(Nonce::from_slice(&[0; 12]), Payload { msg: plain, aad: &self.h }).unwrap();
+            self.mix_hash(&ct);
+            out.extend_from_slice(&ct);
+        }
+    }
+
+    pub(crate) fn message_1(callee_x25519: [u8; 32], s: [u8; 32], ss: [u8; 32], payload: &[u8]) -> Vec<u8> {
+        let h = hash(&[super::PARAMS.as_bytes()]);
+        let mut st = Sym { ck: h, h, k: [0; 32] };
+        st.mix_hash(super::PROLOGUE);
+        st.mix_hash(&callee_x25519);
+        let e_secret = [7u8; 32];
+        let e = MontgomeryPoint::mul_base_clamped(e_secret).to_bytes();
+        let mut out = e.to_vec();
+        st.mix_hash(&e);
+        st.mix_key(&MontgomeryPoint(callee_x25519).mul_clamped(e_secret).to_bytes());
+        st.encrypt_and_hash(&s, &mut out);
+        st.mix_key(&ss);
+        st.encrypt_and_hash(payload, &mut out);
+        out
     }
 }
 
@@ -121,6 +216,48 @@ mod tests {
         assert_ne!(ka.send, ka.recv);
         assert_eq!(ka.hash, kb.hash);
         assert_ne!(ka.hash, [0; 32]);
+    }
+
+    #[test]
+    fn low_order_points_are_recognised() {
+        for t in curve25519_dalek::constants::EIGHT_TORSION {
+            assert!(low_order(&t.to_montgomery().to_bytes()));
+        }
+        assert!(low_order(&[0; 32]) && low_order(&[0; 5]));
+        assert!(!low_order(&DeviceKey::from_seed([1; 32]).id().x25519_public().unwrap()));
+    }
+
+    #[test]
+    fn a_caller_with_no_secret_cannot_complete_a_handshake_as_a_weak_key() {
+        let b = DeviceKey::from_seed([2; 32]);
+        let rs = b.id().x25519_public().unwrap();
+        // The hand-written Noise is right: with a real static key and its ss, snow reads it.
+        let a = DeviceKey::from_seed([1; 32]);
+        let a_s = a.id().x25519_public().unwrap();
+        let ss = curve25519_dalek::montgomery::MontgomeryPoint(rs).mul_clamped(a.x25519_secret()).to_bytes();
+        let real = super::forge::message_1(rs, a_s, ss, a.id().as_bytes());
+        assert_eq!(respond(&b, &real).map(|r| r.caller).ok(), Some(a.id()));
+        // The identity point as an Ed25519 key: its X25519 form is u = 0, and ss is zero.
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        let forged = super::forge::message_1(rs, [0; 32], [0; 32], &identity);
+        assert_eq!(forged.len(), crate::wire::INIT_NOISE_LEN, "a well-formed message 1");
+        assert_eq!(respond(&b, &forged).err(), Some(HsError::WeakKey));
+        // A low-order ephemeral is refused before any DH.
+        let mut zero_e = real.clone();
+        zero_e[..32].fill(0);
+        assert_eq!(respond(&b, &zero_e).err(), Some(HsError::WeakKey));
+    }
+
+    #[test]
+    fn a_reply_with_a_low_order_ephemeral_is_refused() {
+        let a = DeviceKey::from_seed([1; 32]);
+        let b = DeviceKey::from_seed([2; 32]);
+        let mut m1 = [0u8; MAX_DATAGRAM];
+        let (init, _) = initiate(&a, &b.id(), &mut m1).unwrap();
+        let mut m2 = [0u8; 48];
+        m2[..32].copy_from_slice(&curve25519_dalek::constants::EIGHT_TORSION[1].to_montgomery().to_bytes());
+        assert_eq!(init.finish(&m2).err(), Some(HsError::WeakKey));
     }
 
     #[test]
