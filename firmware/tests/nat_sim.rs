@@ -317,8 +317,9 @@ fn a_relayed_call_moves_to_a_direct_path_when_one_appears_and_back_when_it_break
 }
 
 /// Point 8 for relays: a pair needs the registered device to join with the ticket of a
-/// handshake it completed, so a stranger gets no pair (and no relayed byte); a relay never sends
-/// more session bytes than it received, each one passed on unchanged.
+/// handshake it completed, so a stranger gets no pair (and no relayed byte); an `Allocate` needs
+/// a token proving its source address, so spoofed ones fill no slot and tear nothing down; a
+/// relay never sends more session bytes than it received, each one passed on unchanged.
 #[test]
 fn a_relay_pairs_only_devices_that_completed_a_handshake_and_never_amplifies() {
     use peercom::dht::id::NodeId;
@@ -336,33 +337,55 @@ fn a_relay_pairs_only_devices_that_completed_a_handshake_and_never_amplifies() {
     let stranger: SocketAddr = "203.0.113.5:4000".parse().unwrap();
     let unix = peercom::dht::sim::UNIX_START + net.elapsed().as_secs();
     let key_b = peercom::dht::announce::lookup_keys(&idb, unix)[0].unwrap();
+    // A's address as the relay sees it (its NAT's mapping), for a spoofed tear-down.
+    let session = |s: &&peercom::sim::Sent| matches!(s.bytes.first(), Some(1..=3));
+    let a_public = net.wire.iter().filter(|s| s.to == relay).filter(session).map(|s| s.from).next().unwrap();
     let mut buf = [0u8; 1200];
-    let mut send = |net: &mut SimNet, body: Body<'_>| {
+    let mut send = |net: &mut SimNet, src: SocketAddr, body: Body<'_>| {
         let n = Msg { txid: 9, sender: NodeId([0x55; 32]), body }.encode(&mut buf).unwrap();
-        net.inject(r, stranger, &buf[..n]);
+        net.inject(r, src, &buf[..n]);
         n
     };
     let from = net.wire.len();
-    // A made-up ticket for a registered device: B is invited, but does not join.
-    send(&mut net, Body::Allocate { key: key_b, ticket: [7; 16] });
-    // A key nobody registered here: refused at once, in fewer bytes than were asked with.
-    let asked = send(&mut net, Body::Allocate { key: [1; 32], ticket: [7; 16] });
+    // Without a token from the relay (proof of its address): a token back, smaller, and nothing
+    // else; with a made-up one, the same.
+    let asked = send(&mut net, stranger, Body::Allocate { key: key_b, ticket: [7; 16], token: None });
+    send(&mut net, stranger, Body::Allocate { key: [1; 32], ticket: [7; 16], token: Some([1; 8]) });
+    // A fill of the table from 300 spoofed sources takes no slot, and an Allocate spoofed from
+    // A's own address (once enough to replace A's pair) changes nothing.
+    for i in 0..300u32 {
+        let src = SocketAddr::from(([100, 64 + (i / 250) as u8, (i % 250) as u8, 1], 4000));
+        send(&mut net, src, Body::Allocate { key: key_b, ticket: [i as u8; 16], token: None });
+    }
+    send(&mut net, a_public, Body::Allocate { key: key_b, ticket: [8; 16], token: None });
     net.run_for(1000 * MS);
     // And session packets from the stranger are not passed on.
     let fake = [3u8; 100];
     net.inject(r, stranger, &fake);
-    net.run_for(100 * MS);
-    assert_eq!(made(&net), 1, "no pair for the stranger");
+    net.run_for(2000 * MS);
+    let counters = net.nodes[r].device.status().network.dht.unwrap().relay;
+    assert_eq!(made(&net), 1, "no pair for strangers");
+    assert_eq!(counters.unproven, 303, "{counters:?}");
     let to_stranger: Vec<_> = net.wire[from..].iter().filter(|s| s.to == stranger).collect();
-    assert_eq!(to_stranger.len(), 1, "one refusal");
-    let Ok(Msg { body: Body::Relaying { ok: false, .. }, .. }) = Msg::decode(&to_stranger[0].bytes) else {
-        panic!("{:?}", to_stranger[0].bytes)
-    };
-    assert!(to_stranger[0].bytes.len() <= asked);
+    assert_eq!(to_stranger.len(), 2, "one answer each");
+    for s in &to_stranger {
+        let Ok(Msg { body: Body::Retry { .. }, .. }) = Msg::decode(&s.bytes) else { panic!("{:?}", s.bytes) };
+        assert!(s.bytes.len() <= asked);
+    }
+    let invites = net.wire[from..]
+        .iter()
+        .filter(|s| s.from == relay)
+        .filter(|s| matches!(Msg::decode(&s.bytes), Ok(Msg { body: Body::Invite { .. }, .. })))
+        .count();
+    assert_eq!(invites, 0, "B was never bothered");
     assert!(!net.wire[from..].iter().any(|s| s.from == relay && s.bytes == fake), "nothing relayed");
+    // A's pair still carries the call.
+    let relayed_after = net.wire[from..].iter().filter(|s| s.from == relay).filter(session).count();
+    assert!(relayed_after > 20, "the call still goes through the relay: {relayed_after}");
+    assert_eq!(net.nodes[a].device.phase(), Phase::InCall);
+    assert_eq!(net.nodes[a].device.path_class(&idb), Some(PathClass::Relay));
 
     // Over the whole call: what the relay passed on is what it got, byte for byte.
-    let session = |s: &&peercom::sim::Sent| matches!(s.bytes.first(), Some(1..=3));
     let into: Vec<&Vec<u8>> = net.wire.iter().filter(|s| s.to == relay).filter(session).map(|s| &s.bytes).collect();
     let out: Vec<&Vec<u8>> = net.wire.iter().filter(|s| s.from == relay).filter(session).map(|s| &s.bytes).collect();
     assert!(out.len() > 20, "the call went through the relay: {}", out.len());

@@ -108,10 +108,12 @@ pub enum Body<'a> {
         token: Token,
     },
     /// To a relay node holding `key`'s registration: pair us with that device under `ticket`
-    /// (derived from our handshake with it; `relay.rs`).
+    /// (derived from our handshake with it; `relay.rs`). `token` proves we receive at our
+    /// source address; without a valid one the relay answers `Retry` and takes no slot.
     Allocate {
         key: [u8; 32],
         ticket: [u8; 16],
+        token: Option<Token>,
     },
     /// From our rendezvous node, which relays: a caller asked for a pair under `ticket`.
     Invite {

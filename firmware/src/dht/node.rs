@@ -357,12 +357,23 @@ pub struct Node {
     holds: Holds,
     /// Rendezvous nodes we sent a `Forward` to lately: only they may relay an answer to us.
     forwarded_via: [Option<(SocketAddr, Instant)>; FORWARDED_VIA],
+    /// Our recent `Allocate`s, to repeat once with the token a relay's `Retry` brings.
+    allocating: [Option<Allocating>; FORWARDED_VIA],
     relay: Option<Relay>,
     /// We are behind a NAT that others cannot reach us through: a client only (`CLIENT_FLAG`).
     client: bool,
 }
 
 const FORWARDED_VIA: usize = 16;
+
+#[derive(Debug, Clone, Copy)]
+struct Allocating {
+    via: SocketAddr,
+    key: [u8; 32],
+    ticket: Ticket,
+    txid: u32,
+    at: Instant,
+}
 /// How long an answer to a `Forward` is accepted.
 const FORWARD_ANSWER: Duration = Duration::from_secs(10);
 
@@ -393,6 +404,7 @@ impl Node {
             rdv: Rendezvous::new(cfg.rendezvous),
             holds: Holds::default(),
             forwarded_via: [None; FORWARDED_VIA],
+            allocating: [None; FORWARDED_VIA],
             relay: cfg.relay.map(Relay::new),
             client: false,
             rng,
@@ -546,10 +558,15 @@ impl Node {
     }
 
     /// Asks `via`, a node holding `key`'s registration, to relay between us and that device;
-    /// `ticket` comes from our handshake with it. `Relaying` answers.
+    /// `ticket` comes from our handshake with it. `Relaying` answers; a `Retry` first when we
+    /// had no token from `via` (its proof that we receive at our address), answered once.
     pub fn allocate(&mut self, now: Instant, via: SocketAddr, key: [u8; 32], ticket: Ticket) {
         self.note_forwarded(now, via);
-        let msg = Msg { txid: self.rng.next_u32(), sender: self.id, body: Body::Allocate { key, ticket } };
+        let token = self.table.entry_at(&via).and_then(|e| self.fresh_token(now, e));
+        let txid = self.rng.next_u32();
+        self.allocating.rotate_right(1);
+        self.allocating[0] = Some(Allocating { via, key, ticket, txid, at: now });
+        let msg = Msg { txid, sender: self.id, body: Body::Allocate { key, ticket, token } };
         self.send(via, &msg, MAX_DATAGRAM);
     }
 
@@ -796,6 +813,18 @@ impl Node {
             self.on_relayed(now, from, peer, matches!(msg.body, Body::Replied { .. }), payload);
             return;
         }
+        if let Body::Retry { token } = msg.body
+            && let Some(i) = self
+                .allocating
+                .iter()
+                .position(|a| a.is_some_and(|a| a.via == from && a.txid == msg.txid && now < a.at + FORWARD_ANSWER))
+            && let Some(a) = self.allocating[i].take()
+        {
+            // The relay wants proof of our address first: once, with its token.
+            let body = Body::Allocate { key: a.key, ticket: a.ticket, token: Some(token) };
+            self.send(from, &Msg { txid: a.txid, sender: self.id, body }, MAX_DATAGRAM);
+            return;
+        }
         match msg.body {
             // Only from our rendezvous nodes (invitations), or from nodes we asked (answers).
             Body::Invite { ticket } if self.holds.is_rendezvous(&from) => {
@@ -925,7 +954,16 @@ impl Node {
                 }
                 None => self.counters.forwards_refused += 1,
             },
-            Body::Allocate { key, ticket } => self.on_allocate(now, from, (msg.txid, req_len), key, ticket),
+            Body::Allocate { key, ticket, token } => {
+                if token.is_some_and(|t| self.tokens.valid(&from, &t)) {
+                    self.on_allocate(now, from, (msg.txid, req_len), key, ticket);
+                } else if let Some(r) = self.relay.as_mut() {
+                    // No slot and no invitation for an address not proven: a spoofed source
+                    // gets nothing, and the real one asks again with this (smaller) token.
+                    r.note_unproven();
+                    self.reply(from, msg.txid, Body::Retry { token: self.tokens.mint(&from) }, req_len);
+                }
+            }
             Body::Join { ticket } => {
                 let caller = self.relay.as_mut().and_then(|r| r.join(now, &ticket, from));
                 if let Some((caller, new)) = caller {

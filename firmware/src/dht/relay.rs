@@ -13,8 +13,11 @@ use std::time::{Duration, Instant};
 pub const TICKET_LEN: usize = 16;
 pub type Ticket = [u8; TICKET_LEN];
 
-/// A half-made pair waits this long for the callee's `Join`.
-const JOIN_WINDOW: Duration = Duration::from_secs(10);
+/// A half-made pair waits this long for the callee's `Join` (an invitation and its answer take
+/// one round trip through the callee's registration).
+const JOIN_WINDOW: Duration = Duration::from_secs(3);
+/// Pairs whose caller is in one /24 (IPv4) or /64 (IPv6): one household's devices, not a flood.
+const PER_NETWORK: usize = 4;
 
 #[derive(Debug, Clone, Copy)]
 pub struct RelayConfig {
@@ -49,6 +52,8 @@ pub struct RelayCounters {
     pub relayed_bytes: u64,
     /// Over the pair's byte rate.
     pub dropped_rate: u64,
+    /// `Allocate`s without a valid address token: answered with one, no slot taken.
+    pub unproven: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -82,6 +87,10 @@ impl Relay {
         self.counters
     }
 
+    pub fn note_unproven(&mut self) {
+        self.counters.unproven += 1;
+    }
+
     /// Pairs that pass packets now.
     pub fn active(&self, now: Instant) -> usize {
         self.pairs.iter().filter(|p| p.joined && self.live(p, now)).count()
@@ -92,11 +101,20 @@ impl Relay {
         now < p.last + idle && now < p.made + self.cfg.lifetime
     }
 
-    /// The caller's half: `caller` wants to reach the device registered here at `callee`.
-    /// False when the table is full of live pairs.
+    /// The caller's half: `caller` (its address proven by a token) wants to reach the device
+    /// registered here at `callee`. False when the table, the caller's network's share of it,
+    /// or the room for half-made pairs is full.
     pub fn allocate(&mut self, now: Instant, ticket: Ticket, caller: SocketAddr, callee: SocketAddr) -> bool {
-        // One pair per address: a new allocation replaces the caller's earlier ones.
+        // One pair per address: a new allocation replaces the caller's own earlier ones (the
+        // address is proven, so only the device at it can do this).
         self.pairs.retain(|p| p.caller != caller && p.callee != caller);
+        let net = network(&caller);
+        let same_net = self.pairs.iter().filter(|p| self.live(p, now) && network(&p.caller) == net).count();
+        let half_made = self.pairs.iter().filter(|p| self.live(p, now) && !p.joined).count();
+        if same_net >= PER_NETWORK || half_made >= (self.cfg.max_pairs / 2).max(1) {
+            self.counters.pairs_refused += 1;
+            return false;
+        }
         let pair = Pair {
             ticket,
             caller,
@@ -167,6 +185,16 @@ impl Relay {
     }
 }
 
+/// The /24 or /64 an address is in.
+fn network(a: &SocketAddr) -> [u8; 8] {
+    let mut n = [0u8; 8];
+    match a.ip() {
+        std::net::IpAddr::V4(ip) => n[..3].copy_from_slice(&ip.octets()[..3]),
+        std::net::IpAddr::V6(ip) => n.copy_from_slice(&ip.octets()[..8]),
+    }
+    n
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -223,15 +251,37 @@ mod tests {
     #[test]
     fn the_table_is_fixed_and_a_caller_has_one_pair() {
         let t0 = Instant::now();
-        let mut r = Relay::new(RelayConfig { max_pairs: 2, ..RelayConfig::default() });
+        let mut r = Relay::new(RelayConfig { max_pairs: 4, ..RelayConfig::default() });
         let callee = a("198.51.100.1:4000");
         assert!(r.allocate(t0, [1; 16], a("203.0.113.1:1"), callee));
-        assert!(r.allocate(t0, [2; 16], a("203.0.113.2:1"), callee));
-        assert!(!r.allocate(t0, [3; 16], a("203.0.113.3:1"), callee), "full of live pairs");
+        assert!(r.allocate(t0, [2; 16], a("192.0.2.1:1"), callee));
+        assert!(!r.allocate(t0, [3; 16], a("198.18.0.1:1"), callee), "half the table half-made");
         assert!(r.allocate(t0, [4; 16], a("203.0.113.1:1"), callee), "replaces its own");
         assert_eq!(r.join(t0, &[1; 16], callee), None, "the replaced pair is gone");
         // Unjoined halves lapse and make room.
-        assert!(r.allocate(t0 + JOIN_WINDOW, [5; 16], a("203.0.113.3:1"), callee));
+        assert!(r.allocate(t0 + JOIN_WINDOW, [5; 16], a("198.18.0.1:1"), callee));
         assert_eq!(r.counters().pairs_refused, 1);
+    }
+
+    #[test]
+    fn half_made_pairs_cannot_starve_whole_ones_and_a_network_has_a_share() {
+        let t0 = Instant::now();
+        let mut r = Relay::new(RelayConfig { max_pairs: 8, ..RelayConfig::default() });
+        // Two callers make whole pairs; then a flood of half-made ones from many networks.
+        for i in 1..=2u8 {
+            let callee = a(&format!("198.51.100.{i}:4000"));
+            assert!(r.allocate(t0, [i; 16], a(&format!("203.0.{i}.1:1")), callee));
+            assert!(r.join(t0, &[i; 16], callee).is_some());
+        }
+        let flood = (0..100u8).filter(|i| r.allocate(t0, [50; 16], a(&format!("10.{i}.0.1:1")), a("198.51.100.9:1")));
+        assert_eq!(flood.count(), 4, "half the table at most waits for a join");
+        assert_eq!(r.route(t0, a("203.0.1.1:1"), 100), Some(a("198.51.100.1:4000")), "whole pairs untouched");
+        // After 3 s the half-made ones are gone: a real caller gets a slot.
+        assert!(r.allocate(t0 + JOIN_WINDOW, [9; 16], a("192.0.2.7:1"), a("198.51.100.3:4000")));
+        // One /24 holds at most four pairs.
+        let t1 = t0 + JOIN_WINDOW * 2;
+        let mut r = Relay::new(RelayConfig::default());
+        let ok = (1..=6u8).filter(|i| r.allocate(t1, [*i; 16], a(&format!("203.0.113.{i}:1")), a("198.51.100.1:1")));
+        assert_eq!(ok.count(), PER_NETWORK);
     }
 }

@@ -194,6 +194,11 @@ impl RoutingTable {
         &mut self.buckets[i]
     }
 
+    /// The entry for the node at `addr`, if any (a scan: only for rare, per-call uses).
+    pub fn entry_at(&self, addr: &SocketAddr) -> Option<&Entry> {
+        self.buckets.iter().flat_map(|b| b.entries.iter()).find(|e| e.addr == *addr)
+    }
+
     pub fn get(&self, id: &NodeId) -> Option<&Entry> {
         let b = self.bucket(id)?;
         b.entries.get(b.find(id)?)
