@@ -1078,6 +1078,16 @@ mod tests {
     }
 
     #[test]
+    fn a_keepalive_is_33_bytes_on_the_wire() {
+        let t0 = Instant::now();
+        let (mut a, b) = established(t0);
+        let mut out = [0u8; MAX_DATAGRAM];
+        // The 15-byte data header (type, version, receiver index, epoch, counter), the 2-byte
+        // plaintext and the 16-byte tag (PROTOCOL.md, SECURITY.md).
+        assert_eq!(a.seal_keepalive(t0, &b.id(), &mut out), Some(33));
+    }
+
+    #[test]
     fn passive_keepalive_and_idle_close() {
         let t0 = Instant::now();
         let (mut a, mut b) = established(t0);
