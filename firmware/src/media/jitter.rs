@@ -354,8 +354,8 @@ impl JitterBuffer {
         let near = self.slots.iter().any(|s| {
             s.seq != EMPTY
                 && self.last_seq.is_none_or(|l| s.seq > l)
-                && s.capture_us + half >= at
-                && s.capture_us <= at + horizon
+                && s.capture_us.saturating_add(half) >= at
+                && s.capture_us <= at.saturating_add(horizon)
         });
         if near {
             return;
@@ -571,5 +571,13 @@ mod tests {
         }
         b.push(4_000_000, 999, 4_000_000, false, &[1; MAX_AUDIO_PAYLOAD + 1]);
         assert!(b.stats().played <= 6);
+        // A timeline that breaks towards the end of the clock: the re-sync check must not overflow.
+        let mut b = jb();
+        b.push(1_000_000, 0, 1_000_000, false, &[1]);
+        for k in 0..20u64 {
+            b.push(1_000_000 + k, 1 + k as u16, u64::MAX - k, false, &[1]);
+            let _ = b.pop(1_100_000 + k * F);
+        }
+        assert!(b.stats().concealed >= RESYNC_GAP as u64, "{:?}", b.stats());
     }
 }
