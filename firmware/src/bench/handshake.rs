@@ -1,6 +1,7 @@
 //! `peercom bench handshake`: call set-up time over real UDP on loopback, from the button press
 //! on A to both devices in call (B auto-answers). "Cold" calls start from fresh devices, so they
-//! include the Noise handshake; "warm" calls reuse the session of the previous call.
+//! include the Noise handshake; "warm" calls reuse the session of the previous call. Each pair
+//! is up and settled before the press, as a user's devices are.
 use super::pair::{Pair, temp_dir};
 use super::stats::percentiles;
 use crate::call::Phase;
@@ -8,6 +9,10 @@ use crate::device::Command;
 use std::time::{Duration, Instant};
 
 const WAIT: Duration = Duration::from_secs(5);
+/// After both devices run, time for their start-up LAN and DHT exchanges (a few ms of
+/// signatures on loopback) to finish: a user presses a button on a device that is up, and the
+/// press should not queue behind its boot. Only the start of the measurement waits for this.
+const SETTLE: Duration = Duration::from_millis(200);
 
 pub fn run(calls: usize, json: bool) -> i32 {
     let rt = match crate::cli::runtime() {
@@ -38,7 +43,7 @@ pub fn run(calls: usize, json: bool) -> i32 {
             "failures": failures,
             "setup_ms": c,
             "warm_setup_ms": w,
-            "target_setup_p50_ms": 5.0,
+            "target_setup_p50_ms": 1.0,
         });
         println!("{v}");
     } else {
@@ -74,6 +79,10 @@ async fn measure(dir: &std::path::Path, calls: usize) -> Result<(Vec<f64>, Vec<f
     let mut failures = 0;
     for i in 0..calls {
         let p = Pair::start(&dir.join(format!("{i}")), true).await?;
+        if !(p.a.wait_ready(WAIT).await && p.b.wait_ready(WAIT).await) {
+            return Err("a device did not start".into());
+        }
+        tokio::time::sleep(SETTLE).await;
         match one_call(&p).await {
             Some(ms) => cold.push(ms),
             None => failures += 1,

@@ -185,6 +185,8 @@ struct Whereabouts {
     dht_at: Option<Instant>,
     /// A call wants this device: every address learnt is tried at once.
     wanted: bool,
+    /// Where its DHT record is, computed once a day rather than on each press.
+    keys: announce::LookupKeys,
 }
 
 /// A handshake that also goes through the rendezvous nodes holding the callee's record: they
@@ -276,6 +278,7 @@ impl Device {
                 dht: [None; MAX_ADDRS],
                 dht_at: None,
                 wanted: false,
+                keys: announce::LookupKeys::default(),
             })
             .collect();
         let endpoint = Endpoint::new(key, allowed, endpoint_cfg, Rng::seeded(rng.next_u64()));
@@ -347,6 +350,10 @@ impl Device {
             self.lan = Some(LanDiscovery::new(&key, &contacts, local.port(), LanConfig::default(), rng, now));
         }
         self.announcer = Some(Announcer::new(key, Rng::seeded(self.rng.next_u64())));
+        // At start, not on the first press.
+        for w in &mut self.whereabouts {
+            w.keys.get(&w.id, unix_now);
+        }
         self.nat = NatClassifier::new(local);
         self.local = (!local.ip().is_unspecified()).then_some(local);
         self.update_announced(now);
@@ -747,7 +754,8 @@ impl Device {
         }
         let unix = self.unix(now);
         let Some(d) = self.dht.as_mut().filter(|d| !d.table().is_empty()) else { return false };
-        let [first, then] = announce::lookup_keys(&id, unix);
+        let Some(w) = self.whereabouts.iter_mut().find(|w| w.id == id) else { return false };
+        let [first, then] = w.keys.get(&id, unix);
         let Some(key) = first else { return false };
         if self.resolving.len() == MAX_RESOLVING {
             return false;
@@ -837,12 +845,12 @@ impl Device {
     /// through them too.
     fn punch(&mut self, now: Instant, key: [u8; 32], holders: [Option<SocketAddr>; MAX_HOLDERS]) {
         let unix = self.unix(now);
-        let Some(w) =
-            self.whereabouts.iter().find(|w| w.wanted && announce::lookup_keys(&w.id, unix).contains(&Some(key)))
+        let Some(i) =
+            self.whereabouts.iter_mut().position(|w| w.wanted && w.keys.get(&w.id, unix).contains(&Some(key)))
         else {
             return;
         };
-        let device = w.id;
+        let device = self.whereabouts[i].id;
         if holders[0].is_none() || !self.endpoint.is_connecting(&device) {
             return;
         }

@@ -113,11 +113,43 @@ pub fn lookup_keys(id: &crate::identity::DeviceId, unix_now: u64) -> [Option<[u8
     [key(today), today.checked_sub(1).and_then(key)]
 }
 
+/// `lookup_keys` of one device, kept for the period they were computed in: blinding is two
+/// scalar multiplications (about 100 µs here, more on a Pi), too slow to sit between a button
+/// press and the handshake it sends.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LookupKeys {
+    period: Option<u32>,
+    keys: [Option<[u8; 32]>; 2],
+}
+
+impl LookupKeys {
+    pub fn get(&mut self, id: &crate::identity::DeviceId, unix_now: u64) -> [Option<[u8; 32]>; 2] {
+        let p = period_of(unix_now);
+        if self.period != Some(p) {
+            self.keys = lookup_keys(id, unix_now);
+            self.period = Some(p);
+        }
+        self.keys
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::dht::blind::PERIOD_SECS;
     use crate::identity::DeviceKey;
+
+    #[test]
+    fn cached_lookup_keys_follow_the_period() {
+        let id = DeviceKey::from_seed([4; 32]).id();
+        let noon = 1_790_000_000 - 1_790_000_000 % PERIOD_SECS + PERIOD_SECS / 2;
+        let mut cache = LookupKeys::default();
+        assert_eq!(cache.get(&id, noon), lookup_keys(&id, noon));
+        assert_eq!(cache.get(&id, noon + 3600), lookup_keys(&id, noon));
+        let tomorrow = noon + PERIOD_SECS;
+        assert_eq!(cache.get(&id, tomorrow), lookup_keys(&id, tomorrow));
+        assert_ne!(lookup_keys(&id, tomorrow), lookup_keys(&id, noon));
+    }
 
     #[test]
     fn publishes_on_change_and_on_schedule_and_both_periods_near_midnight() {

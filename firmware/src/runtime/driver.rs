@@ -33,6 +33,8 @@ pub struct Notice {
 pub struct DeviceHandle {
     tx: mpsc::Sender<Request>,
     phase: watch::Receiver<(Phase, Instant)>,
+    /// True once the loop has set up its network and waits for input.
+    ready: watch::Receiver<bool>,
     events: broadcast::Sender<Notice>,
     contacts: std::sync::Arc<Vec<String>>,
     pub local_addr: std::net::SocketAddr,
@@ -76,6 +78,12 @@ impl DeviceHandle {
             Ok(Ok(v)) => Some(v.1),
             _ => None,
         }
+    }
+
+    /// Waits until the device's loop runs (a press sent earlier waits in its queue).
+    pub async fn wait_ready(&self, timeout: std::time::Duration) -> bool {
+        let mut rx = self.ready.clone();
+        matches!(tokio::time::timeout(timeout, rx.wait_for(|r| *r)).await, Ok(Ok(_)))
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Notice> {
@@ -144,10 +152,12 @@ pub fn start(
     };
     let (tx, rx) = mpsc::channel(32);
     let (phase_tx, phase_rx) = watch::channel((Phase::Idle, Instant::now()));
+    let (ready_tx, ready) = watch::channel(false);
     let (events, _) = broadcast::channel(256);
     let contacts = std::sync::Arc::new(config.contacts.iter().map(|c| c.name.clone()).collect());
     let shared = media.as_ref().map(|(l, _)| l.shared.clone());
-    let handle = DeviceHandle { tx, phase: phase_rx, events: events.clone(), contacts, local_addr, media: shared };
+    let handle =
+        DeviceHandle { tx, phase: phase_rx, ready, events: events.clone(), contacts, local_addr, media: shared };
     let name = config.name.clone();
     let net = Network {
         key: net_key,
@@ -156,7 +166,7 @@ pub fn start(
         local: local_addr,
         portmap: super::portmap::start(&config.name, config.port_mapping, local_addr),
     };
-    let task = tokio::spawn(run(name, device, socket, board, rx, phase_tx, events, media, net));
+    let task = tokio::spawn(run(name, device, socket, board, rx, (phase_tx, ready_tx), events, media, net));
     Ok((handle, task))
 }
 
@@ -241,7 +251,7 @@ async fn run(
     socket: UdpSocket,
     mut board: Box<dyn Board>,
     mut rx: mpsc::Receiver<Request>,
-    phase_tx: watch::Sender<(Phase, Instant)>,
+    (phase_tx, ready_tx): (watch::Sender<(Phase, Instant)>, watch::Sender<bool>),
     events: broadcast::Sender<Notice>,
     media: Option<(MediaLink, MediaInputs)>,
     net: Network,
@@ -273,6 +283,7 @@ async fn run(
         None => (None, None),
     };
     indicators::show(board.as_mut(), Phase::Idle);
+    ready_tx.send_replace(true);
     log!("{name}: ready as {} on {}", device.id(), socket.local_addr().map(|a| a.to_string()).unwrap_or_default());
     loop {
         if let Some(l) = link.as_mut() {

@@ -19,10 +19,42 @@ pub enum HsError {
 }
 
 /// Whether an X25519 public key is of small order (every DH with it is zero, whatever the
-/// secret). Eight times it is the identity exactly then.
+/// secret). A lookup, not a scalar multiplication: it runs on every handshake message, and a
+/// ladder here cost as much as one more Diffie-Hellman on the call's critical path.
 pub fn low_order(u: &[u8]) -> bool {
-    let Ok(b) = <[u8; 32]>::try_from(u) else { return true };
-    (curve25519_dalek::montgomery::MontgomeryPoint(b) * curve25519_dalek::Scalar::from(8u8)).to_bytes() == [0; 32]
+    let Ok(mut b) = <[u8; 32]>::try_from(u) else { return true };
+    // X25519 ignores bit 255, so a key with it set is the same point.
+    b[31] &= 0x7f;
+    small_order_u().contains(&b)
+}
+
+/// The u-coordinates of order dividing 8, on the curve and its twist, with the non-canonical
+/// encodings that reduce to them (u + p < 2^255): the eight-torsion points' (0, 1 and two of
+/// order 8), the twist's order-4 point (p - 1), and p, p + 1.
+fn small_order_u() -> &'static [[u8; 32]; 7] {
+    static TABLE: std::sync::OnceLock<[[u8; 32]; 7]> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        let mut p = [0xffu8; 32];
+        p[0] = 0xed;
+        p[31] = 0x7f;
+        let (mut p_minus_1, mut p_plus_1) = (p, p);
+        p_minus_1[0] = 0xec;
+        p_plus_1[0] = 0xee;
+        let mut t = [[0u8; 32]; 7];
+        let mut n = 0;
+        for pt in curve25519_dalek::constants::EIGHT_TORSION {
+            let u = pt.to_montgomery().to_bytes();
+            if !t[..n].contains(&u) {
+                t[n] = u;
+                n += 1;
+            }
+        }
+        debug_assert_eq!(n, 4);
+        t[4] = p_minus_1;
+        t[5] = p;
+        t[6] = p_plus_1;
+        t
+    })
 }
 
 /// The first 32 bytes of every Noise IK message are the sender's ephemeral key in the clear.
@@ -218,6 +250,11 @@ mod tests {
         assert_ne!(ka.hash, [0; 32]);
     }
 
+    /// The reference: eight times a small-order point is the identity (u = 0).
+    fn ladder_says_low_order(b: [u8; 32]) -> bool {
+        (curve25519_dalek::montgomery::MontgomeryPoint(b) * curve25519_dalek::Scalar::from(8u8)).to_bytes() == [0; 32]
+    }
+
     #[test]
     fn low_order_points_are_recognised() {
         for t in curve25519_dalek::constants::EIGHT_TORSION {
@@ -225,6 +262,38 @@ mod tests {
         }
         assert!(low_order(&[0; 32]) && low_order(&[0; 5]));
         assert!(!low_order(&DeviceKey::from_seed([1; 32]).id().x25519_public().unwrap()));
+        for u in small_order_u() {
+            assert!(ladder_says_low_order(*u), "{u:?}");
+            let mut high = *u;
+            high[31] |= 0x80;
+            assert!(low_order(&high), "bit 255 is ignored by X25519");
+        }
+        let distinct: std::collections::HashSet<_> = small_order_u().iter().collect();
+        assert_eq!(distinct.len(), 7);
+    }
+
+    #[test]
+    fn the_table_agrees_with_the_ladder_near_every_entry_and_on_random_keys() {
+        let mut rng = crate::util::rng::Rng::seeded(7);
+        let mut cases: Vec<[u8; 32]> = Vec::new();
+        for base in small_order_u() {
+            for d in 0..64u8 {
+                let (mut up, mut down) = (*base, *base);
+                up[0] = up[0].wrapping_add(d);
+                down[0] = down[0].wrapping_sub(d);
+                cases.extend([up, down]);
+            }
+        }
+        for _ in 0..200 {
+            let mut b = [0u8; 32];
+            for c in b.chunks_mut(8) {
+                c.copy_from_slice(&rng.next_u64().to_le_bytes());
+            }
+            cases.push(b);
+        }
+        for b in cases {
+            assert_eq!(low_order(&b), ladder_says_low_order(b), "{b:?}");
+        }
     }
 
     #[test]
