@@ -11,6 +11,10 @@ fuzz_target!(|data: &[u8]| {
         let n = match p {
             Packet::HandshakeInit { sender, .. } => Packet::write_init_header(&mut h, sender),
             Packet::HandshakeResp { sender, receiver, .. } => Packet::write_resp_header(&mut h, sender, receiver),
+            Packet::CookieReply { receiver, nonce, sealed } => {
+                assert_eq!(6 + nonce.len() + sealed.len(), data.len());
+                Packet::write_cookie_header(&mut h, receiver)
+            }
             Packet::Data { receiver, epoch, counter, header, ciphertext } => {
                 assert_eq!(header.len() + ciphertext.len(), data.len());
                 Packet::write_data_header(&mut h, receiver, epoch, counter)

@@ -29,6 +29,19 @@ pub struct CallOptions {
     pub audio_frame_ms: u32,
     /// Fixed phases of A's and B's microphones, µs (tests that average over phases).
     pub audio_phase_us: Option<[u64; 2]>,
+    /// Message 1s a second flooded at B while the call is up (`bench::flood`; 0: none).
+    pub flood_pps: u32,
+}
+
+/// What a flood at B did, and whether B kept serving: its status answered in time, and what its
+/// endpoint did with the message 1s (cookie replies cost no Diffie-Hellman).
+#[derive(Debug, Clone, Serialize)]
+pub struct FloodSummary {
+    pub flood: super::flood::FloodReport,
+    pub b_cookie_replies: u64,
+    pub b_refused_unknown: u64,
+    pub b_rate_limited: u64,
+    pub b_dropped_bad_mac1: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -59,6 +72,11 @@ pub struct Side {
     pub rtt_ms: f64,
     pub retransmits: u64,
     pub keyframes_sent: u64,
+    /// In-call keepalives this side sent, and the most one was behind its schedule.
+    pub keepalives_sent: u64,
+    pub keepalive_late_max_ms: f64,
+    /// Status requests to this device during the call (every 50 ms): the slowest answer.
+    pub status_max_ms: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -95,9 +113,13 @@ pub struct CallReport {
     pub bitrate_kbps: f64,
     /// CPU time of the whole process (both devices, all threads) over the call, in % of one core.
     pub cpu_pct: f64,
+    /// The same by thread name, both devices together (threads that ended during the call, such
+    /// as a decoder's, are not counted): where the CPU goes.
+    pub cpu_pct_by_thread: std::collections::BTreeMap<String, f64>,
     /// Resident memory of the whole process (both devices) at the end of the call.
     pub rss_mb: f64,
     pub still_in_call: bool,
+    pub flood: Option<FloodSummary>,
     pub snapshots: Vec<String>,
     pub a: Side,
     pub b: Side,
@@ -124,7 +146,9 @@ struct Raw {
 }
 
 async fn measure(h: &DeviceHandle, secs: f64, frame_ms: u32) -> Raw {
-    let stats = h.status().await.and_then(|(s, _)| s.media).unwrap_or_default();
+    let status = h.status().await.map(|(s, _)| s);
+    let keep = status.as_ref().map(|s| s.call).unwrap_or_default();
+    let stats = status.and_then(|s| s.media).unwrap_or_default();
     let Some(sh) = h.media.as_ref() else {
         return Raw {
             side: empty_side(),
@@ -166,6 +190,9 @@ async fn measure(h: &DeviceHandle, secs: f64, frame_ms: u32) -> Raw {
         rtt_ms: round1(stats.rtt_ms),
         retransmits: stats.sent.retransmits,
         keyframes_sent: stats.sent.keyframes_sent,
+        keepalives_sent: keep.keepalives_sent,
+        keepalive_late_max_ms: round1(keep.keepalive_late_max_us as f64 / 1000.0),
+        status_max_ms: 0.0,
     };
     Raw {
         side,
@@ -203,6 +230,22 @@ fn empty_side() -> Side {
         rtt_ms: 0.0,
         retransmits: 0,
         keyframes_sent: 0,
+        keepalives_sent: 0,
+        keepalive_late_max_ms: 0.0,
+        status_max_ms: 0.0,
+    }
+}
+
+/// Waits `d`, asking both devices for their status every 50 ms; returns the slowest answers.
+async fn talk(p: &Pair, d: Duration, slowest: &mut [f64; 2]) {
+    let end = Instant::now() + d;
+    while Instant::now() < end {
+        for (i, h) in [&p.a, &p.b].into_iter().enumerate() {
+            let t = Instant::now();
+            let _ = h.status().await;
+            slowest[i] = slowest[i].max(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        tokio::time::sleep(Duration::from_millis(50).min(end.saturating_duration_since(Instant::now()))).await;
     }
 }
 
@@ -231,11 +274,21 @@ pub async fn call(dir: &Path, o: &CallOptions) -> Result<CallReport, String> {
     p.a.wait_phase(Phase::InCall, WAIT).await.ok_or("A never got into the call")?;
     p.b.wait_phase(Phase::InCall, WAIT).await.ok_or("B never got into the call")?;
     let connected = t0.elapsed();
+    let flood = match o.flood_pps {
+        0 => None,
+        pps => {
+            let id = p.b.status().await.map(|(s, _)| s.id).ok_or("B stopped")?;
+            let id = crate::identity::DeviceId::parse(&id).map_err(|e| e.to_string())?;
+            Some(super::flood::Flood::start(id, p.b.local_addr, pps).map_err(|e| format!("flood: {e}"))?)
+        }
+    };
+    let mut slowest = [0.0f64; 2];
     let cpu0 = cpu_seconds("/proc/self/stat");
+    let threads0 = super::stats::cpu_seconds_by_thread();
     let wall0 = Instant::now();
     say(v, &format!("== in call after {:.1} ms; talking for {} s", connected.as_secs_f64() * 1000.0, o.seconds));
     let snap_at = Duration::from_secs_f64((o.seconds - 0.5).max(0.5));
-    tokio::time::sleep(snap_at.min(Duration::from_secs_f64(o.seconds))).await;
+    talk(&p, snap_at.min(Duration::from_secs_f64(o.seconds)), &mut slowest).await;
     let mut snapshots = Vec::new();
     if let Some(out) = &o.snapshots {
         std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
@@ -255,15 +308,33 @@ pub async fn call(dir: &Path, o: &CallOptions) -> Result<CallReport, String> {
         }
     }
     let rest = Duration::from_secs_f64(o.seconds).saturating_sub(wall0.elapsed());
-    tokio::time::sleep(rest).await;
+    talk(&p, rest, &mut slowest).await;
+    let flood = flood.map(|f| f.stop());
     let wall = wall0.elapsed().as_secs_f64();
     let cpu_pct = round1((cpu_seconds("/proc/self/stat") - cpu0) / wall * 100.0);
+    let cpu_pct_by_thread = super::stats::cpu_seconds_by_thread()
+        .into_iter()
+        .map(|(name, s)| {
+            let pct = round1((s - threads0.get(&name).copied().unwrap_or(0.0)) / wall * 100.0);
+            (name, pct)
+        })
+        .collect();
     let rss = rss_mb();
     let still_in_call = p.a.phase().0 == Phase::InCall && p.b.phase().0 == Phase::InCall;
     let mut ra = measure(&p.a, wall, o.audio_frame_ms).await;
     let mut rb = measure(&p.b, wall, o.audio_frame_ms).await;
     ra.side.m2e_bursts_sent = rb.bursts_captured;
     rb.side.m2e_bursts_sent = ra.bursts_captured;
+    ra.side.status_max_ms = round1(slowest[0]);
+    rb.side.status_max_ms = round1(slowest[1]);
+    let counters = p.b.status().await.map(|(s, _)| s.counters).unwrap_or_default();
+    let flood = flood.map(|flood| FloodSummary {
+        flood,
+        b_cookie_replies: counters.cookie_replies,
+        b_refused_unknown: counters.refused_unknown_peer,
+        b_rate_limited: counters.handshake_rate_limited,
+        b_dropped_bad_mac1: counters.dropped_bad_mac1,
+    });
     say(v, "== A hangs up");
     let _ = p.a.command(Command::Hangup).await;
     p.a.wait_phase(Phase::Idle, WAIT).await;
@@ -314,8 +385,10 @@ pub async fn call(dir: &Path, o: &CallOptions) -> Result<CallReport, String> {
             .sum(),
         bitrate_kbps: round1((ra.side.bitrate_kbps + rb.side.bitrate_kbps) / 2.0),
         cpu_pct,
+        cpu_pct_by_thread,
         rss_mb: rss,
         still_in_call,
+        flood,
         snapshots,
         a: ra.side,
         b: rb.side,

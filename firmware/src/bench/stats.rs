@@ -31,6 +31,19 @@ pub fn cpu_seconds(stat_file: &str) -> f64 {
     std::fs::read_to_string(stat_file).map_or(0.0, |s| parse_cpu_seconds(&s))
 }
 
+/// CPU seconds of this process's threads, summed by thread name (both sim devices' threads of
+/// one kind together; the network loops run on the main thread, with the benchmark).
+pub fn cpu_seconds_by_thread() -> std::collections::BTreeMap<String, f64> {
+    let mut by = std::collections::BTreeMap::new();
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else { return by };
+    for task in dir.flatten() {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else { continue };
+        let name = stat.split_once('(').and_then(|(_, r)| r.rsplit_once(')')).map_or("?", |(n, _)| n);
+        *by.entry(name.to_string()).or_insert(0.0) += parse_cpu_seconds(&stat);
+    }
+    by
+}
+
 /// The fields after the command name (which may contain spaces and parentheses) start after the
 /// last ')'; utime and stime are the 12th and 13th of them, in ticks of 1/100 s.
 fn parse_cpu_seconds(stat: &str) -> f64 {

@@ -130,11 +130,30 @@ pub struct CallMachine {
     state: State,
     rng: Rng,
     out: VecDeque<CallOutput>,
+    stats: KeepaliveStats,
+}
+
+/// In-call keepalives sent, and how far behind schedule the latest-sent one was: a loop that
+/// is kept from its timers (a flood, a busy CPU) shows here before the peer gives up on us.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize, PartialEq, Eq)]
+pub struct KeepaliveStats {
+    pub keepalives_sent: u64,
+    pub keepalive_late_max_us: u64,
 }
 
 impl CallMachine {
     pub fn new(cfg: CallSettings, rng: Rng) -> Self {
-        CallMachine { cfg, state: State::Idle, rng, out: VecDeque::with_capacity(4 * MAX_TARGETS + 8) }
+        CallMachine {
+            cfg,
+            state: State::Idle,
+            rng,
+            out: VecDeque::with_capacity(4 * MAX_TARGETS + 8),
+            stats: KeepaliveStats::default(),
+        }
+    }
+
+    pub fn keepalive_stats(&self) -> KeepaliveStats {
+        self.stats
     }
 
     pub fn phase(&self) -> Phase {
@@ -466,6 +485,9 @@ impl CallMachine {
                 if now >= *last_heard + peer_timeout {
                     self.finish(contact, Some(peer), Outcome::PeerVanished);
                 } else if now >= *next_keepalive {
+                    let late = now.saturating_duration_since(*next_keepalive).as_micros() as u64;
+                    self.stats.keepalives_sent += 1;
+                    self.stats.keepalive_late_max_us = self.stats.keepalive_late_max_us.max(late);
                     *next_keepalive = now + keepalive;
                     self.send(peer, Message::InCall { call });
                 }

@@ -3,5 +3,5 @@
 mod machine;
 mod outcome;
 
-pub use machine::{CallEvent, CallInput, CallMachine, CallOutput, CommandError, MAX_TARGETS, Phase};
+pub use machine::{CallEvent, CallInput, CallMachine, CallOutput, CommandError, KeepaliveStats, MAX_TARGETS, Phase};
 pub use outcome::Outcome;

@@ -124,6 +124,10 @@ enum BenchCmd {
         /// Audio frame length in ms.
         #[arg(long, default_value_t = 20, value_parser = clap::builder::ValueParser::new(frame_ms))]
         audio_frame_ms: u32,
+        /// During the call, flood B with this many handshake message 1s a second from 256
+        /// unknown keys and 64 loopback addresses (0: none).
+        #[arg(long, default_value_t = 0)]
+        flood_pps: u32,
         #[arg(long)]
         json: bool,
     },
@@ -191,7 +195,7 @@ pub fn main() -> i32 {
             0
         }
         Cmd::Bench { which: BenchCmd::Handshake { calls, json } } => crate::bench::handshake::run(calls, json),
-        Cmd::Bench { which: BenchCmd::Media { seconds, loss, delay, jitter, audio_frame_ms, json } } => {
+        Cmd::Bench { which: BenchCmd::Media { seconds, loss, delay, jitter, audio_frame_ms, flood_pps, json } } => {
             let ms = |x: f64| std::time::Duration::from_secs_f64(x.clamp(0.0, 10_000.0) / 1000.0);
             let impaired = loss > 0.0 || delay > 0.0 || jitter > 0.0;
             let imp = crate::bench::relay::Impairment {
@@ -206,6 +210,7 @@ pub fn main() -> i32 {
                 verbose: false,
                 audio_frame_ms,
                 audio_phase_us: None,
+                flood_pps,
             };
             crate::bench::media::run(o, json)
         }

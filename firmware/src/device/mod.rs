@@ -139,6 +139,7 @@ pub struct Status {
     pub last_call: Option<CallRecord>,
     pub missed_calls: u32,
     pub counters: Counters,
+    pub call: crate::call::KeepaliveStats,
     /// Media of the current call, when there is one.
     pub media: Option<MediaStats>,
     pub network: NetworkStatus,
@@ -454,6 +455,7 @@ impl Device {
             last_call: self.log.back().cloned(),
             missed_calls: self.missed,
             counters: self.endpoint.counters(),
+            call: self.call.keepalive_stats(),
             media: self.media_peer.map(|_| self.media.stats()),
             network: NetworkStatus {
                 dht_nodes: self.dht_nodes(),

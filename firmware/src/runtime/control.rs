@@ -12,6 +12,9 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
 const MAX_LINE: usize = 4096;
+/// Clients served at once; more are told so and closed (each holds a task and a line buffer,
+/// so a script that opens sockets in a loop cannot grow the appliance's memory).
+pub const MAX_CLIENTS: usize = 16;
 
 /// Listens on `path` (replacing a stale socket file) and serves requests until the task ends.
 pub fn serve(path: &Path, handle: DeviceHandle) -> std::io::Result<tokio::task::JoinHandle<()>> {
@@ -30,12 +33,25 @@ pub fn serve(path: &Path, handle: DeviceHandle) -> std::io::Result<tokio::task::
     let listener = UnixListener::bind(path)?;
     // Owner and group: home-automation scripts run in the peercom group.
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CLIENTS));
     Ok(tokio::spawn(async move {
         loop {
             match listener.accept().await {
-                Ok((stream, _)) => {
-                    tokio::spawn(connection(stream, handle.clone()));
-                }
+                Ok((stream, _)) => match slots.clone().try_acquire_owned() {
+                    Ok(permit) => {
+                        let handle = handle.clone();
+                        tokio::spawn(async move {
+                            connection(stream, handle).await;
+                            drop(permit);
+                        });
+                    }
+                    Err(_) => {
+                        let reply = Reply::err(format!("busy: {MAX_CLIENTS} control clients are connected"));
+                        let line = serde_json::to_string(&reply).unwrap_or_default() + "\n";
+                        // Best effort, and never waits: the client may not read.
+                        let _ = stream.try_write(line.as_bytes());
+                    }
+                },
                 Err(e) => log!("control socket accept failed: {e}"),
             }
         }
@@ -50,13 +66,25 @@ pub fn parse_phase(s: &str) -> Option<Phase> {
 
 async fn connection(stream: UnixStream, handle: DeviceHandle) {
     let (r, mut w) = stream.into_split();
-    let mut lines = BufReader::new(r.take(1 << 20)).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
-        if line.len() > MAX_LINE {
-            let _ = write(&mut w, &Reply::err("request too long")).await;
+    let mut reader = BufReader::new(r);
+    let mut buf = Vec::with_capacity(256);
+    loop {
+        buf.clear();
+        // Never more than MAX_LINE + 1 bytes buffered, newline or not.
+        match (&mut reader).take(MAX_LINE as u64 + 1).read_until(b'\n', &mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        if buf.last() != Some(&b'\n') && buf.len() > MAX_LINE {
+            let _ = write(&mut w, &Reply::err(format!("request too long (over {MAX_LINE} bytes)"))).await;
             return;
         }
-        let req: Request = match serde_json::from_str(&line) {
+        let line = String::from_utf8_lossy(&buf);
+        let line = line.trim_end_matches(['\n', '\r']);
+        if line.is_empty() {
+            continue;
+        }
+        let req: Request = match serde_json::from_str(line) {
             Ok(r) => r,
             Err(e) => {
                 if write(&mut w, &Reply::err(format!("bad request: {e}"))).await.is_err() {

@@ -367,44 +367,18 @@ async fn run(
             }
         };
         tokio::select! {
-            // Audio first: it never waits behind video.
+            // In this order: audio never waits behind video; timers and the control socket never
+            // wait behind the network, however much arrives on it (one datagram per turn, and a
+            // flood of message 1s costs a cookie reply each, not a Diffie-Hellman:
+            // session/cookie.rs).
             biased;
             Some(p) = audio_in => {
                 if let Some(l) = link.as_mut() {
                     l.on_audio(device.media(), &p);
                 }
             }
-            r = socket.recv_from(&mut buf) => match r {
-                Ok((n, from)) => {
-                    let _ = device.handle_input(Instant::now(), Input::Datagram { from, bytes: &buf[..n] });
-                }
-                // ICMP errors (e.g. port unreachable) surface here on Linux; they are not fatal.
-                Err(e) => log!("{name}: receive error: {e}"),
-            },
-            (sock, r) = aux.recv(&mut aux_buf) => match r {
-                Ok((n, from)) => {
-                    let _ = device.handle_input(Instant::now(), Input::AuxDatagram { sock, from, bytes: &aux_buf[..n] });
-                }
-                Err(e) => log!("{name}: receive error on aux socket {sock}: {e}"),
-            },
             _ = sleep => {
                 let _ = device.handle_input(Instant::now(), Input::Timeout);
-            }
-            r = recv_lan(&lan, &mut lan_buf) => match r {
-                Ok((n, from)) => {
-                    let _ = device.handle_input(Instant::now(), Input::Beacon { from, bytes: &lan_buf[..n] });
-                }
-                Err(e) => log!("{name}: LAN receive error: {e}"),
-            },
-            _ = retry_bootstrap.tick(), if !net.bootstrap.is_empty() && device.dht_nodes() == 0 => {
-                let boot = resolve_bootstrap(&name, &net.bootstrap).await;
-                device.dht_bootstrap(Instant::now(), &boot);
-            }
-            m = portmap.changed() => device.set_mapped(Instant::now(), m),
-            Some(f) = video_in => {
-                if let Some(l) = link.as_mut() {
-                    l.on_video(Instant::now(), device.media(), f);
-                }
             }
             req = rx.recv() => match req {
                 Some(Request::Command(cmd, reply)) => {
@@ -452,6 +426,35 @@ async fn run(
                     return;
                 }
             },
+            Some(f) = video_in => {
+                if let Some(l) = link.as_mut() {
+                    l.on_video(Instant::now(), device.media(), f);
+                }
+            }
+            r = socket.recv_from(&mut buf) => match r {
+                Ok((n, from)) => {
+                    let _ = device.handle_input(Instant::now(), Input::Datagram { from, bytes: &buf[..n] });
+                }
+                // ICMP errors (e.g. port unreachable) surface here on Linux; they are not fatal.
+                Err(e) => log!("{name}: receive error: {e}"),
+            },
+            (sock, r) = aux.recv(&mut aux_buf) => match r {
+                Ok((n, from)) => {
+                    let _ = device.handle_input(Instant::now(), Input::AuxDatagram { sock, from, bytes: &aux_buf[..n] });
+                }
+                Err(e) => log!("{name}: receive error on aux socket {sock}: {e}"),
+            },
+            r = recv_lan(&lan, &mut lan_buf) => match r {
+                Ok((n, from)) => {
+                    let _ = device.handle_input(Instant::now(), Input::Beacon { from, bytes: &lan_buf[..n] });
+                }
+                Err(e) => log!("{name}: LAN receive error: {e}"),
+            },
+            _ = retry_bootstrap.tick(), if !net.bootstrap.is_empty() && device.dht_nodes() == 0 => {
+                let boot = resolve_bootstrap(&name, &net.bootstrap).await;
+                device.dht_bootstrap(Instant::now(), &boot);
+            }
+            m = portmap.changed() => device.set_mapped(Instant::now(), m),
         }
     }
 }

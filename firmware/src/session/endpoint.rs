@@ -3,12 +3,14 @@
 //!
 //! Drive it like this: after every `handle_*` call, drain `poll_transmit` and `poll_event`, then
 //! arm a timer for `poll_timeout` and call `handle_timeout` when it fires.
+use super::cookie::{self, PeerKeys, Verdict};
 use super::handshake::{self, Initiator, TransportKeys};
 use super::transport::{MAX_PLAINTEXT, OpenError, Transport};
+use crate::dht::ratelimit::RateLimiter;
 use crate::identity::{DeviceId, DeviceKey};
 use crate::util::log::RateLimit;
 use crate::util::rng::Rng;
-use crate::wire::{INIT_NOISE_LEN, MAX_DATAGRAM, Message, Packet, PlainKind, RESP_NOISE_LEN};
+use crate::wire::{INIT_LEN, MAX_DATAGRAM, Message, Packet, PlainKind, RESP_NOISE_LEN};
 use serde::Serialize;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -77,6 +79,14 @@ pub struct Counters {
     pub rekeys: u64,
     /// Events lost because the driver did not drain `poll_event` (a driver bug if ever non-zero).
     pub dropped_events: u64,
+    /// Message 1s whose mac1 was wrong: sent by someone who does not know our key (no DH).
+    pub dropped_bad_mac1: u64,
+    /// Message 1s answered with a cookie reply while under load (no DH).
+    pub cookie_replies: u64,
+    /// Message 1s with a valid cookie over their source's rate while under load (no DH).
+    pub handshake_rate_limited: u64,
+    /// Cookie replies we took (the callee was under load) and resent message 1 with.
+    pub cookies_taken: u64,
 }
 
 /// How a session reaches its peer, worst first: a path is only left for a worse one when it has
@@ -124,7 +134,11 @@ pub fn relay_ticket(hash: &[u8; 32]) -> [u8; 16] {
     t
 }
 
-const INIT_LEN: usize = 6 + INIT_NOISE_LEN;
+/// Diffie-Hellman handshakes per second one source address may start while we are under load
+/// (a real caller needs one, retries included a few).
+const LOADED_DH_PER_SEC: u32 = 4;
+const LOADED_DH_BURST: u32 = 4;
+const LOADED_SOURCES: usize = 256;
 const RESP_LEN: usize = 10 + RESP_NOISE_LEN;
 
 enum State {
@@ -135,6 +149,10 @@ enum State {
         packet: [u8; INIT_LEN],
         next_retry: Instant,
         gap: Duration,
+        /// The callee's MAC keys, and whether a cookie reply to the last message 1 sent may
+        /// still be taken (once per message sent: a forged reply cannot make us send more).
+        keys: PeerKeys,
+        cookie_wanted: bool,
     },
     Established {
         transport: Box<Transport>,
@@ -201,11 +219,19 @@ pub struct Endpoint {
     plain: Box<[u8; MAX_DATAGRAM]>,
     media: Option<(DeviceId, usize)>,
     relays: [Option<SocketAddr>; MAX_RELAYS],
+    cookies: cookie::Checker,
+    /// Per-source DH rate while under load.
+    loaded_dh: RateLimiter,
 }
 
 impl Endpoint {
-    pub fn new(key: DeviceKey, allowed: Vec<DeviceId>, cfg: EndpointConfig, rng: Rng) -> Self {
+    pub fn new(key: DeviceKey, allowed: Vec<DeviceId>, cfg: EndpointConfig, mut rng: Rng) -> Self {
+        let own = key.id().x25519_public().unwrap_or([0; 32]);
+        let cookies = cookie::Checker::new(&own, Rng::seeded(rng.next_u64()));
+        let loaded_dh = RateLimiter::new(LOADED_SOURCES, LOADED_DH_PER_SEC, LOADED_DH_BURST, rng.next_u64());
         Endpoint {
+            cookies,
+            loaded_dh,
             key,
             allowed,
             slots: (0..cfg.max_sessions).map(|_| None).collect(),
@@ -392,8 +418,10 @@ impl Endpoint {
         let mut packet = [0u8; INIT_LEN];
         let off = Packet::write_init_header(&mut packet, local_idx);
         let (hs, n) = handshake::initiate(&self.key, &peer, &mut packet[off..]).ok()?;
-        debug_assert_eq!(off + n, INIT_LEN);
-        Some((local_idx, State::Initiating { hs, packet, next_retry, gap }))
+        debug_assert_eq!(off + n + 2 * cookie::MAC_LEN, INIT_LEN);
+        let keys = PeerKeys::of(&peer.x25519_public()?);
+        cookie::seal_macs(&mut packet, &keys, None);
+        Some((local_idx, State::Initiating { hs, packet, next_retry, gap, keys, cookie_wanted: true }))
     }
 
     /// Message 1 of the handshake under way to `peer` (to send through a rendezvous node too).
@@ -407,7 +435,7 @@ impl Endpoint {
     /// Our reply to message 1 `init`, once `handle_datagram` has answered it (to send back
     /// through the rendezvous node it came by, as well as straight to the caller).
     pub fn reply_to(&self, init: &[u8]) -> Option<&[u8]> {
-        let Ok(Packet::HandshakeInit { sender, noise }) = Packet::decode(init) else { return None };
+        let Ok(Packet::HandshakeInit { sender, noise, .. }) = Packet::decode(init) else { return None };
         let eph = noise.get(..32)?;
         self.slots.iter().flatten().find_map(|s| match &s.state {
             State::Established { resp: Some((e, r)), .. } if e == eph && s.remote_idx == sender => Some(&r[..]),
@@ -512,7 +540,8 @@ impl Endpoint {
         self.counters.rx_packets += 1;
         match Packet::decode(bytes) {
             Err(_) => self.counters.dropped_malformed += 1,
-            Ok(Packet::HandshakeInit { sender, noise }) => self.on_init(now, from, sender, noise),
+            Ok(Packet::HandshakeInit { sender, noise, .. }) => self.on_init(now, from, sender, noise, bytes),
+            Ok(Packet::CookieReply { receiver, nonce, sealed }) => self.on_cookie(from, receiver, nonce, sealed),
             Ok(Packet::HandshakeResp { sender, receiver, noise }) => {
                 self.on_resp(now, from, direct, (sender, receiver), noise)
             }
@@ -522,7 +551,57 @@ impl Endpoint {
         }
     }
 
-    fn on_init(&mut self, now: Instant, (sock, from): (Sock, SocketAddr), sender: u32, noise: &[u8]) {
+    /// Whether message 1 `msg` from `from` may cost us a Diffie-Hellman (session/cookie.rs).
+    fn admit_init(&mut self, now: Instant, (sock, from): (Sock, SocketAddr), sender: u32, msg: &[u8]) -> bool {
+        match self.cookies.check(now, from, msg) {
+            Verdict::BadMac1 => {
+                self.counters.dropped_bad_mac1 += 1;
+                false
+            }
+            Verdict::NeedCookie => {
+                let mut reply = [0u8; cookie::COOKIE_REPLY_LEN];
+                if let Some(n) = self.cookies.reply(now, from, sender, msg, &mut reply) {
+                    self.counters.cookie_replies += 1;
+                    self.queue(sock, from, &reply[..n]);
+                }
+                false
+            }
+            Verdict::Accept if self.cookies.under_load(now) && !self.loaded_dh.allow(now, from.ip()) => {
+                self.counters.handshake_rate_limited += 1;
+                false
+            }
+            Verdict::Accept => true,
+        }
+    }
+
+    /// The callee is under load: take its cookie and send message 1 again at once, with mac2.
+    fn on_cookie(&mut self, (sock, from): (Sock, SocketAddr), receiver: u32, nonce: &[u8], sealed: &[u8]) {
+        let Some(i) = self.find(receiver) else {
+            self.counters.dropped_unknown_session += 1;
+            return;
+        };
+        let Some(slot) = self.slots[i].as_mut() else { return };
+        let State::Initiating { packet, keys, cookie_wanted, .. } = &mut slot.state else {
+            self.counters.dropped_replay += 1;
+            return;
+        };
+        let Some(mac1) = cookie::mac1_of(&packet[..]) else { return };
+        if !*cookie_wanted {
+            self.counters.dropped_replay += 1;
+            return;
+        }
+        let Some(c) = cookie::open_reply(keys, &mac1, nonce, sealed) else {
+            self.counters.dropped_auth += 1;
+            return;
+        };
+        *cookie_wanted = false;
+        cookie::seal_macs(&mut packet[..], keys, Some(&c));
+        let p = *packet;
+        self.counters.cookies_taken += 1;
+        self.queue(sock, from, &p);
+    }
+
+    fn on_init(&mut self, now: Instant, (sock, from): (Sock, SocketAddr), sender: u32, noise: &[u8], msg: &[u8]) {
         // A retransmitted message 1: answer with the same reply.
         let eph = &noise[..32];
         let mut resend = None;
@@ -535,6 +614,9 @@ impl Endpoint {
         }
         if let Some(r) = resend {
             self.queue(sock, from, &r);
+            return;
+        }
+        if !self.admit_init(now, (sock, from), sender, msg) {
             return;
         }
         let responder = match handshake::respond(&self.key, noise) {
@@ -776,7 +858,7 @@ impl Endpoint {
             let Some(slot) = self.slots[i].as_mut() else { continue };
             let peer = slot.peer;
             match &mut slot.state {
-                State::Initiating { packet, next_retry, gap, .. } => {
+                State::Initiating { packet, next_retry, gap, cookie_wanted, .. } => {
                     if now >= slot.created + self.cfg.handshake_timeout {
                         self.slots[i] = None;
                         self.counters.handshake_failed += 1;
@@ -784,6 +866,7 @@ impl Endpoint {
                     } else if now >= *next_retry {
                         *gap = (*gap * 2).min(Duration::from_secs(1));
                         *next_retry = now + *gap;
+                        *cookie_wanted = true;
                         let (dst, alt, p) = (slot.addr, slot.alt, *packet);
                         self.queue(MAIN_SOCK, dst, &p);
                         for a in alt.into_iter().flatten() {
@@ -976,7 +1059,8 @@ mod tests {
         let m1 = super::super::handshake::forge::message_1(rs, [0; 32], [0; 32], &identity);
         let mut pkt = [0u8; INIT_LEN];
         let off = Packet::write_init_header(&mut pkt, 77);
-        pkt[off..].copy_from_slice(&m1);
+        pkt[off..off + m1.len()].copy_from_slice(&m1);
+        cookie::seal_macs(&mut pkt, &PeerKeys::of(&rs), None);
         b.handle_datagram(t0, addr(9), &pkt);
         assert!(drain(&mut b).is_empty(), "no answer");
         assert!(events(&mut b).is_empty(), "nothing rings");
@@ -1139,6 +1223,91 @@ mod tests {
         assert_eq!(events(&mut a), [SessionEvent::Established(b.id())]);
     }
 
+    /// Message 1s as a flooder sends them: valid mac1 (it knows B's key), from unknown keys.
+    fn flood_packets(b: &DeviceId, keys: u8) -> Vec<Vec<u8>> {
+        (0..keys)
+            .map(|k| {
+                let mut x = ep(100 + k, &[]);
+                x.connect(Instant::now(), *b, addr(2));
+                drain(&mut x).remove(0).1
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_flood_of_message_1s_costs_no_dh_under_load_and_a_real_caller_gets_in_after_one_cookie() {
+        let t0 = Instant::now();
+        let mut b = ep(2, &[1]);
+        let flood = flood_packets(&b.id(), 32);
+        // 2,000 message 1s in 200 ms (10,000/s) from many addresses and ports.
+        for i in 0..2000u32 {
+            let from = SocketAddr::from(([10, 1, (i % 200) as u8, (i / 200) as u8], 1000 + (i % 977) as u16));
+            b.handle_datagram(t0 + i * MS / 10, from, &flood[i as usize % flood.len()]);
+            drain(&mut b);
+        }
+        let c = b.counters();
+        // Each DH on an unknown key ends as a refusal: only those before load set in got one.
+        assert!(c.refused_unknown_peer <= u64::from(cookie::LOAD_THRESHOLD), "{c:?}");
+        assert!(c.cookie_replies >= 2000 - u64::from(cookie::LOAD_THRESHOLD) - 1, "{c:?}");
+        // Still under load: a real caller's message 1 gets a cookie, its second one the session.
+        let t1 = t0 + 200 * MS;
+        let mut a = ep(1, &[2]);
+        a.connect(t1, b.id(), addr(2));
+        let m1 = drain(&mut a).remove(0).1;
+        b.handle_datagram(t1, addr(1), &m1);
+        let reply = drain(&mut b);
+        assert_eq!(reply.len(), 1);
+        assert_eq!(reply[0].1[0], crate::wire::PacketType::CookieReply as u8);
+        // A forged cookie reply is refused and sends nothing.
+        let mut forged = reply[0].1.clone();
+        forged[40] ^= 1;
+        a.handle_datagram(t1, addr(2), &forged);
+        assert!(drain(&mut a).is_empty());
+        assert_eq!(a.counters().dropped_auth, 1);
+        a.handle_datagram(t1, addr(2), &reply[0].1);
+        let again = drain(&mut a);
+        assert_eq!(again.len(), 1, "message 1 again at once, with mac2");
+        assert_eq!(a.counters().cookies_taken, 1);
+        // The same reply twice does not make A send twice.
+        a.handle_datagram(t1, addr(2), &reply[0].1);
+        assert!(drain(&mut a).is_empty());
+        b.handle_datagram(t1, addr(1), &again[0].1);
+        for (_, p) in drain(&mut b) {
+            a.handle_datagram(t1, addr(2), &p);
+        }
+        assert_eq!(events(&mut a), [SessionEvent::Established(b.id())]);
+        // A flooder that does receive at its address (it has a cookie) is held to its rate.
+        let before = b.counters().refused_unknown_peer;
+        let mut x = ep(200, &[]);
+        x.connect(t1, b.id(), addr(2));
+        let xm1 = drain(&mut x).remove(0).1;
+        b.handle_datagram(t1, addr(50), &xm1);
+        let cookie_reply = drain(&mut b).remove(0).1;
+        x.handle_datagram(t1, addr(2), &cookie_reply);
+        let with_cookie = drain(&mut x).remove(0).1;
+        for i in 0..100u32 {
+            b.handle_datagram(t1 + i * MS, addr(50), &with_cookie);
+            drain(&mut b);
+        }
+        let c = b.counters();
+        // 100 ms at 4/s with a burst of 4: at most 4 DHs.
+        assert!(c.refused_unknown_peer - before <= u64::from(LOADED_DH_BURST), "{c:?}");
+        assert!(c.handshake_rate_limited >= 95, "{c:?}");
+    }
+
+    #[test]
+    fn message_1s_without_our_key_cost_a_hash_and_get_no_answer() {
+        let t0 = Instant::now();
+        let mut b = ep(2, &[1]);
+        let mut a = ep(1, &[3]);
+        // A calls device 3 but sends it to B: its mac1 is keyed by 3's key, not B's.
+        a.connect(t0, DeviceKey::from_seed([3; 32]).id(), addr(2));
+        let m1 = drain(&mut a).remove(0).1;
+        b.handle_datagram(t0, addr(1), &m1);
+        assert!(drain(&mut b).is_empty());
+        assert_eq!((b.counters().dropped_bad_mac1, b.counters().handshake_failed), (1, 0));
+    }
+
     #[test]
     fn full_table_evicts_unconfirmed_sessions_first() {
         let t0 = Instant::now();
@@ -1149,7 +1318,8 @@ mod tests {
             a2.slots.iter_mut().for_each(|s| *s = None);
             a2.connect(t0, a.id(), addr(1));
             let init = drain(&mut a2).remove(0).1;
-            a.handle_datagram(t0 + i * MS, addr(2), &init);
+            // Spread out, so that A is not under load (it would answer with cookies).
+            a.handle_datagram(t0 + i * 100 * MS, addr(2), &init);
             drain(&mut a);
         }
         assert_eq!(a.slots.iter().flatten().count(), a.cfg.max_sessions);

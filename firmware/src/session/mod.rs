@@ -1,5 +1,6 @@
 //! Secure sessions: Noise IK handshakes (snow) and the ChaCha20-Poly1305 transport with
 //! counter nonces, a replay window and a one-way key ratchet. `Endpoint` is the sans-IO core.
+pub mod cookie;
 mod endpoint;
 mod handshake;
 mod replay;

@@ -5,5 +5,5 @@ mod packet;
 
 pub use message::{CallId, EndReason, Message, PlainKind};
 pub use packet::{
-    DATA_HEADER_LEN, DecodeError, INIT_NOISE_LEN, MAX_DATAGRAM, Packet, PacketType, RESP_NOISE_LEN, VERSION,
+    DATA_HEADER_LEN, DecodeError, INIT_LEN, INIT_NOISE_LEN, MAX_DATAGRAM, Packet, PacketType, RESP_NOISE_LEN, VERSION,
 };
