@@ -16,7 +16,8 @@ fuzz_target!(|data: &[u8]| {
     let t0 = Instant::now();
     let callee = DeviceKey::from_seed([2; 32]);
     let callee_at: SocketAddr = ([10, 0, 0, 2], 4000).into();
-    let mut a = Endpoint::new(DeviceKey::from_seed([1; 32]), vec![callee.id()], EndpointConfig::default(), Rng::seeded(1));
+    let mut a =
+        Endpoint::new(DeviceKey::from_seed([1; 32]), vec![callee.id()], EndpointConfig::default(), Rng::seeded(1));
     a.connect(t0, callee.id(), callee_at);
     let mut buf = [0u8; MAX_DATAGRAM];
     let n = a.poll_transmit(&mut buf).expect("message 1").len;
