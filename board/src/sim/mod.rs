@@ -3,6 +3,7 @@
 mod audio;
 mod camera;
 mod display;
+pub mod y4m;
 
 pub use audio::{MicRead, SimMic, SimSpeaker};
 pub use camera::SimCamera;
@@ -15,11 +16,13 @@ pub struct SimBoard {
     ready: LedState,
     call: LedState,
     audio_phase_us: Option<u64>,
+    /// Play this YUV4MPEG2 file instead of the test pattern.
+    camera_file: Option<std::path::PathBuf>,
 }
 
 impl Default for SimBoard {
     fn default() -> Self {
-        SimBoard { ready: LedState::Off, call: LedState::Off, audio_phase_us: None }
+        SimBoard { ready: LedState::Off, call: LedState::Off, audio_phase_us: None, camera_file: None }
     }
 }
 
@@ -27,6 +30,11 @@ impl SimBoard {
     /// A board whose microphone's blocks end at a fixed phase (`SimMic::with_phase`).
     pub fn with_audio_phase(phase_us: u64) -> Self {
         SimBoard { audio_phase_us: Some(phase_us), ..Self::default() }
+    }
+
+    /// The camera plays `path` (`sim::y4m`) in a loop.
+    pub fn with_camera_file(self, path: Option<std::path::PathBuf>) -> Self {
+        SimBoard { camera_file: path, ..self }
     }
 }
 
@@ -36,8 +44,12 @@ impl Board for SimBoard {
     }
 
     fn media(&mut self, spec: MediaSpec) -> Result<MediaDevices, BoardError> {
+        let camera: Box<dyn crate::camera::Camera> = match &self.camera_file {
+            Some(p) => Box::new(y4m::Y4mCamera::open(p, spec.width, spec.height, spec.fps)?),
+            None => Box::new(SimCamera::new(spec.width, spec.height, spec.fps)),
+        };
         Ok(MediaDevices {
-            camera: Box::new(SimCamera::new(spec.width, spec.height, spec.fps)),
+            camera,
             mic: Box::new(match self.audio_phase_us {
                 Some(ph) => SimMic::with_phase(spec.clock, ph),
                 None => SimMic::new(spec.clock),

@@ -31,6 +31,8 @@ pub struct CallOptions {
     pub audio_phase_us: Option<[u64; 2]>,
     /// Message 1s a second flooded at B while the call is up (`bench::flood`; 0: none).
     pub flood_pps: u32,
+    /// Both cameras play this YUV4MPEG2 file (`sim::y4m`) instead of the test pattern.
+    pub camera_file: Option<PathBuf>,
 }
 
 /// What a flood at B did, and whether B kept serving: its status answered in time, and what its
@@ -266,6 +268,7 @@ pub async fn call(dir: &Path, o: &CallOptions) -> Result<CallReport, String> {
         audio_frame_ms: o.audio_frame_ms,
         audio_phase_us: o.audio_phase_us,
         configured_only: false,
+        camera_file: o.camera_file.clone(),
     };
     let p = Pair::start_via(dir, opts, o.impairment).await?;
     say(v, "== A presses button 1 (calls B); B answers automatically");

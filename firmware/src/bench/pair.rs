@@ -18,7 +18,7 @@ pub struct Pair {
 struct Peer<'a>(&'a str, &'a str, Option<&'a str>);
 
 /// Settings of the demo devices beyond the defaults.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Options {
     pub auto_answer: bool,
     /// Audio frame length (10 or 20 ms; 0: the default).
@@ -28,16 +28,19 @@ pub struct Options {
     /// No LAN discovery and no DHT: each finds the other only at its configured address (so
     /// that a call through the impairing relay cannot move to a direct path).
     pub configured_only: bool,
+    /// Both cameras play this YUV4MPEG2 file instead of the test pattern.
+    pub camera_file: Option<PathBuf>,
 }
 
-fn sim_board(phase: Option<u64>) -> Box<dyn peercom_board::Board> {
-    match phase {
-        Some(ph) => Box::new(peercom_board::sim::SimBoard::with_audio_phase(ph)),
-        None => Box::new(peercom_board::sim::SimBoard::default()),
-    }
+fn sim_board(phase: Option<u64>, camera_file: &Option<PathBuf>) -> Box<dyn peercom_board::Board> {
+    let b = match phase {
+        Some(ph) => peercom_board::sim::SimBoard::with_audio_phase(ph),
+        None => peercom_board::sim::SimBoard::default(),
+    };
+    Box::new(b.with_camera_file(camera_file.clone()))
 }
 
-fn write_config(dir: &Path, name: &str, key: &str, listen: &str, peer: Peer<'_>, o: Options) -> PathBuf {
+fn write_config(dir: &Path, name: &str, key: &str, listen: &str, peer: Peer<'_>, o: &Options) -> PathBuf {
     let auto_answer = o.auto_answer;
     let Peer(peer_name, peer_id, peer_addr) = peer;
     let addr = peer_addr.map(|a| format!("addr = \"{a}\"\n")).unwrap_or_default();
@@ -71,9 +74,9 @@ impl Pair {
         let kb = generate_key_file(&dir.join("b.key"), true).map_err(|e| e.to_string())?;
         let b_id = kb.id().to_string();
         // B first, on an ephemeral port, so A's config can point at it.
-        let pb = write_config(dir, "B", "b.key", "127.0.0.1:0", Peer("A", &ka.id().to_string(), None), o);
+        let pb = write_config(dir, "B", "b.key", "127.0.0.1:0", Peer("A", &ka.id().to_string(), None), &o);
         let cb = Config::load(&pb).map_err(|e| e.to_string())?;
-        let board = sim_board(o.audio_phase_us.map(|p| p[1]));
+        let board = sim_board(o.audio_phase_us.map(|p| p[1]), &o.camera_file);
         let (b, tb) = runtime::start(&cb, kb, board).map_err(|e| e.to_string())?;
         let relay = match via {
             Some(imp) => Some(super::relay::Relay::start(b.local_addr, imp).await.map_err(|e| e.to_string())?),
@@ -86,10 +89,10 @@ impl Pair {
             "a.key",
             "127.0.0.1:0",
             Peer("B", &b_id, Some(&b_addr)),
-            Options { auto_answer: false, ..o },
+            &Options { auto_answer: false, ..o.clone() },
         );
         let ca = Config::load(&pa).map_err(|e| e.to_string())?;
-        let board = sim_board(o.audio_phase_us.map(|p| p[0]));
+        let board = sim_board(o.audio_phase_us.map(|p| p[0]), &o.camera_file);
         let (a, ta) = runtime::start(&ca, ka, board).map_err(|e| e.to_string())?;
         Ok(Pair { dir: dir.to_path_buf(), a, b, relay, tasks: vec![ta, tb] })
     }

@@ -128,6 +128,11 @@ enum BenchCmd {
         /// unknown keys and 64 loopback addresses (0: none).
         #[arg(long, default_value_t = 0)]
         flood_pps: u32,
+        /// Both cameras play this YUV4MPEG2 file (4:2:0, 640x480 unless configured otherwise)
+        /// instead of the test pattern, e.g. made by
+        /// `ffmpeg -f lavfi -i testsrc2=size=640x480:rate=30 -t 10 -pix_fmt yuv420p src.y4m`.
+        #[arg(long)]
+        camera_file: Option<std::path::PathBuf>,
         #[arg(long)]
         json: bool,
     },
@@ -195,7 +200,9 @@ pub fn main() -> i32 {
             0
         }
         Cmd::Bench { which: BenchCmd::Handshake { calls, json } } => crate::bench::handshake::run(calls, json),
-        Cmd::Bench { which: BenchCmd::Media { seconds, loss, delay, jitter, audio_frame_ms, flood_pps, json } } => {
+        Cmd::Bench {
+            which: BenchCmd::Media { seconds, loss, delay, jitter, audio_frame_ms, flood_pps, camera_file, json },
+        } => {
             let ms = |x: f64| std::time::Duration::from_secs_f64(x.clamp(0.0, 10_000.0) / 1000.0);
             let impaired = loss > 0.0 || delay > 0.0 || jitter > 0.0;
             let imp = crate::bench::relay::Impairment {
@@ -211,6 +218,7 @@ pub fn main() -> i32 {
                 audio_frame_ms,
                 audio_phase_us: None,
                 flood_pps,
+                camera_file,
             };
             crate::bench::media::run(o, json)
         }
