@@ -26,6 +26,7 @@ fn mean_m2e_ms(rt: &tokio::runtime::Runtime, delay_ms: u64) -> (f64, Vec<f64>) {
             audio_phase_us: Some([0, k * FRAME_US / PHASES]),
             flood_pps: 0,
             camera_file: None,
+            video_kbps: 0,
         };
         let r = rt.block_on(call(&dir, &o));
         let _ = std::fs::remove_dir_all(&dir);

@@ -92,6 +92,7 @@ fn a_call_that_is_up_keeps_its_keepalives_and_its_audio_through_a_flood() {
         audio_phase_us: None,
         flood_pps: PPS,
         camera_file: None,
+        video_kbps: 0,
     };
     let r = rt.block_on(call(&dir, &o)).expect("the call runs");
     let _ = std::fs::remove_dir_all(&dir);

@@ -33,6 +33,8 @@ pub struct CallOptions {
     pub flood_pps: u32,
     /// Both cameras play this YUV4MPEG2 file (`sim::y4m`) instead of the test pattern.
     pub camera_file: Option<PathBuf>,
+    /// Fixed video bitrate, kbit/s (0: adaptive from the defaults).
+    pub video_kbps: u32,
 }
 
 /// What a flood at B did, and whether B kept serving: its status answered in time, and what its
@@ -269,6 +271,7 @@ pub async fn call(dir: &Path, o: &CallOptions) -> Result<CallReport, String> {
         audio_phase_us: o.audio_phase_us,
         configured_only: false,
         camera_file: o.camera_file.clone(),
+        video_kbps: o.video_kbps,
     };
     let p = Pair::start_via(dir, opts, o.impairment).await?;
     say(v, "== A presses button 1 (calls B); B answers automatically");

@@ -30,6 +30,9 @@ pub struct Options {
     pub configured_only: bool,
     /// Both cameras play this YUV4MPEG2 file instead of the test pattern.
     pub camera_file: Option<PathBuf>,
+    /// Video starts at and never exceeds this bitrate, kbit/s (0: the defaults), to compare
+    /// with another intercom sending at a fixed rate.
+    pub video_kbps: u32,
 }
 
 fn sim_board(phase: Option<u64>, camera_file: &Option<PathBuf>) -> Box<dyn peercom_board::Board> {
@@ -44,10 +47,16 @@ fn write_config(dir: &Path, name: &str, key: &str, listen: &str, peer: Peer<'_>,
     let auto_answer = o.auto_answer;
     let Peer(peer_name, peer_id, peer_addr) = peer;
     let addr = peer_addr.map(|a| format!("addr = \"{a}\"\n")).unwrap_or_default();
-    let media = match o.audio_frame_ms {
-        0 => String::new(),
-        ms => format!("[media]\naudio_frame_ms = {ms}\n\n"),
-    };
+    let mut media = String::new();
+    if o.audio_frame_ms != 0 {
+        media += &format!("audio_frame_ms = {}\n", o.audio_frame_ms);
+    }
+    if o.video_kbps != 0 {
+        media += &format!("video_kbps_start = {0}\nvideo_kbps_max = {0}\n", o.video_kbps);
+    }
+    if !media.is_empty() {
+        media = format!("[media]\n{media}\n");
+    }
     let network = if o.configured_only { "[network]\nlan_discovery = false\ndht = false\n\n" } else { "" };
     let text = format!(
         "[device]\nname = \"{name}\"\nkey = \"{key}\"\nlisten = \"{listen}\"\ncontrol = \"{name}.sock\"\n\n\

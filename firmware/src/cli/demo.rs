@@ -30,6 +30,7 @@ pub fn demo(seconds: f64, out: &Path, json: bool) -> i32 {
         audio_phase_us: None,
         flood_pps: 0,
         camera_file: None,
+        video_kbps: 0,
     };
     let r = rt.block_on(call(&dir, &o));
     let _ = std::fs::remove_dir_all(&dir);

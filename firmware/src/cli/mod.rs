@@ -133,6 +133,9 @@ enum BenchCmd {
         /// `ffmpeg -f lavfi -i testsrc2=size=640x480:rate=30 -t 10 -pix_fmt yuv420p src.y4m`.
         #[arg(long)]
         camera_file: Option<std::path::PathBuf>,
+        /// Video at most this many kbit/s, starting there (50..20000; 0: adaptive defaults).
+        #[arg(long, default_value_t = 0)]
+        video_kbps: u32,
         #[arg(long)]
         json: bool,
     },
@@ -201,7 +204,8 @@ pub fn main() -> i32 {
         }
         Cmd::Bench { which: BenchCmd::Handshake { calls, json } } => crate::bench::handshake::run(calls, json),
         Cmd::Bench {
-            which: BenchCmd::Media { seconds, loss, delay, jitter, audio_frame_ms, flood_pps, camera_file, json },
+            which:
+                BenchCmd::Media { seconds, loss, delay, jitter, audio_frame_ms, flood_pps, camera_file, video_kbps, json },
         } => {
             let ms = |x: f64| std::time::Duration::from_secs_f64(x.clamp(0.0, 10_000.0) / 1000.0);
             let impaired = loss > 0.0 || delay > 0.0 || jitter > 0.0;
@@ -219,6 +223,7 @@ pub fn main() -> i32 {
                 audio_phase_us: None,
                 flood_pps,
                 camera_file,
+                video_kbps: if video_kbps == 0 { 0 } else { video_kbps.clamp(50, 20_000) },
             };
             crate::bench::media::run(o, json)
         }
