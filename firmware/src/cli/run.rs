@@ -19,7 +19,12 @@ pub fn run(config_path: &Path, board: &str) -> i32 {
             return 2;
         }
     };
-    let board = match peercom_board::open(board) {
+    let board = match (board, &config.camera_file) {
+        ("sim", Some(f)) => Ok(Box::new(peercom_board::sim::SimBoard::default().with_camera_file(Some(f.clone())))
+            as Box<dyn peercom_board::Board>),
+        _ => peercom_board::open(board),
+    };
+    let board = match board {
         Ok(b) => b,
         Err(e) => {
             eprintln!("peercom run: {e}");

@@ -38,6 +38,8 @@ pub struct Config {
     pub port_mapping: bool,
     pub call: CallSettings,
     pub media: MediaSettings,
+    /// The sim board's camera plays this YUV4MPEG2 file (relative to the config file).
+    pub camera_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -263,6 +265,16 @@ impl Config {
                 media.audio_complexity = in_range(v, 0, 10, "audio_complexity").map_err(|m| at(v.span(), m))? as u8;
             }
         }
+        let camera_file = match raw.media.as_ref().and_then(|m| m.camera_file.as_ref()) {
+            Some(v) => {
+                let p = base.join(v.get_ref());
+                if !p.is_file() {
+                    return Err(at(v.span(), format!("camera_file {}: no such file", p.display())));
+                }
+                Some(p)
+            }
+            None => None,
+        };
 
         let mut bootstrap = Vec::new();
         let mut stun = Vec::new();
@@ -308,6 +320,7 @@ impl Config {
             port_mapping,
             call,
             media,
+            camera_file,
         })
     }
 
@@ -455,6 +468,12 @@ mod tests {
         assert_eq!(
             err(&weak),
             "/x/peercom.toml:13:9: bad device key: weak key: a small-order point that anyone could claim to be"
+        );
+        // A camera file that is not there.
+        let cam = err(&format!("{b}\n[media]\ncamera_file = \"nope.y4m\"\n"));
+        assert!(
+            cam.ends_with(":15: camera_file /x/nope.y4m: no such file") && cam.starts_with("/x/peercom.toml:"),
+            "{cam}"
         );
         // Wrong type.
         assert_eq!(

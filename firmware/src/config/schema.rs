@@ -67,6 +67,7 @@ pub struct RawMedia {
     pub audio_frame_ms: Option<Spanned<i64>>,
     pub audio_kbps: Option<Spanned<i64>>,
     pub audio_complexity: Option<Spanned<i64>>,
+    pub camera_file: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -134,6 +134,7 @@ pub fn sim_config(n: u8, name: &str, contacts: &[(&str, Option<u8>, &[u8])], cal
         port_mapping: false,
         call,
         media: MediaSettings::default(),
+        camera_file: None,
     }
 }
 
